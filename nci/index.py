@@ -1,0 +1,331 @@
+"""``nci index build``: assemble one self-contained index directory.
+
+The directory (layout in :mod:`nci.retrieval`) holds the document store, the document vectors,
+the query encoder, an exact FAISS index, a 4-bit PQ fast-scan FAISS index, a BM25 index and,
+when given, the semantic ids with their trie and the trained NCI model. ``nci search``,
+``nci evaluate``, ``nci bench`` and the service all load it from its path alone.
+
+Large inputs (vectors, model weights) are hard-linked when the input is on the same file system,
+and copied otherwise; artifacts are never modified in place, so a link is as safe as a copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nci import retrieval as R
+from nci.baselines import PQ_MIN_DOCS, build_bm25, build_faiss, default_pq_m
+from nci.manifest import ArtifactError, atomic_output_dir, fingerprint, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    # Sub-quantizers of the 4-bit PQ; None picks dim // 4 (4 dimensions per 4-bit code: 48 bytes
+    # per 384-d vector, 32x smaller than float32).
+    pq_m: int | None = None
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    bm25_method: str = "lucene"
+    stemmer: str = "english"
+    stopwords: str = "en"
+    link: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pq_m is not None and self.pq_m < 1:
+            raise ValueError(f"pq_m must be >= 1, got {self.pq_m}")
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _place(src: Path, dst: Path, link: bool) -> None:
+    """Hard-link (or copy) a file or a directory tree, following symlinks."""
+    copy = _link_or_copy if link else shutil.copy2
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=copy)
+    else:
+        copy(str(src), str(dst))
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """True when two model directories hold the same tensors (safetensors files compared by value)."""
+    from safetensors.numpy import load_file
+
+    fa, fb = sorted(a.glob("*.safetensors")), sorted(b.glob("*.safetensors"))
+    if not fa or not fb:
+        return False
+    ta = {k: v for f in fa for k, v in load_file(f).items()}
+    tb = {k: v for f in fb for k, v in load_file(f).items()}
+    return ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
+
+
+def build_index(
+    data: Path,
+    embeddings: Path,
+    out: Path,
+    ids: Path | None = None,
+    model: Path | None = None,
+    config: IndexConfig = IndexConfig(),
+    overwrite: bool = False,
+) -> Path:
+    """Assemble an index directory from a dataset, its embeddings, and optionally ids and a model."""
+    from nci.data import document_text, load_corpus
+    from nci.encoder import load_encoder
+
+    data, embeddings, out = Path(data), Path(embeddings), Path(out)
+    corpus = load_corpus(data)
+    doc_ids = list(corpus)
+
+    emb_manifest = read_manifest(embeddings, stage="embed")
+    emb_ids = (embeddings / "doc_ids.txt").read_text().splitlines()
+    if emb_ids != doc_ids:
+        raise ArtifactError(
+            f"{embeddings / 'doc_ids.txt'}: its {len(emb_ids)} ids are not the {len(doc_ids)} documents of "
+            f"{data / 'corpus.jsonl'} in corpus order; embed this dataset again (nci embed)"
+        )
+    vectors = np.load(embeddings / "embeddings.npy", mmap_mode="r")
+    if vectors.shape[0] != len(doc_ids) or vectors.dtype != np.float32:
+        raise ArtifactError(
+            f"{embeddings / 'embeddings.npy'}: shape {vectors.shape} {vectors.dtype}, "
+            f"expected ({len(doc_ids)}, dim) float32"
+        )
+    emb_cfg = emb_manifest.get("config") or {}
+    encoder_source = emb_manifest.get("model_source") or emb_cfg.get("model")
+
+    methods: dict[str, dict[str, Any]] = {}
+    if ids is not None:
+        from nci.semantic_ids import load_semantic_ids
+
+        read_manifest(ids, stage="ids")
+        sem = load_semantic_ids(ids)
+        if set(sem.doc_ids) != set(doc_ids):
+            missing = sorted(set(doc_ids) - set(sem.doc_ids))[:5]
+            raise ArtifactError(
+                f"{ids / 'docids.tsv'}: its documents differ from {data / 'corpus.jsonl'} "
+                f"(e.g. no id for {missing}); build the ids from these embeddings"
+            )
+    if model is not None:
+        if ids is None:
+            raise ArtifactError("--model needs --ids: the NCI model decodes the ids it was trained on")
+        if not (model / "encoder").is_dir():
+            raise ArtifactError(
+                f"{model}: not an NCI model directory (no encoder/); train one with `nci train`"
+            )
+        _check_model_matches_ids(model, ids, sem)
+    if ids is None or model is None:
+        methods["nci"] = {"unavailable": "the index was built without --ids and --model"}
+
+    vectors = np.ascontiguousarray(vectors)
+    dim = int(vectors.shape[1])
+    pq_m = config.pq_m or default_pq_m(dim)
+    if dim % pq_m:
+        raise ValueError(f"pq_m {pq_m} does not divide the embedding dimension {dim}")
+
+    start = time.perf_counter()
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        with open(tmp / R.DOCUMENTS, "w") as f:
+            for doc_id, doc in corpus.items():
+                f.write(json.dumps({"_id": doc_id, "title": doc["title"], "text": doc["text"]}) + "\n")
+        (tmp / R.DOC_IDS).write_text("\n".join(doc_ids) + "\n")
+        _place(embeddings / "embeddings.npy", tmp / R.EMBEDDINGS, config.link)
+
+        if ids is not None:
+            _place(ids, tmp / R.IDS, config.link)
+        if model is not None:
+            _place(model, tmp / R.MODEL, config.link)
+
+        # The query encoder: the NCI model's own encoder when it is the same network, else a copy.
+        log.info("query encoder: %s", encoder_source)
+        tokenizer, encoder = load_encoder(encoder_source)
+        encoder_dir = R.ENCODER
+        shared = model is not None and _save_and_compare(
+            tokenizer, encoder, tmp / R.ENCODER, tmp / R.MODEL / "encoder"
+        )
+        if shared:
+            shutil.rmtree(tmp / R.ENCODER)
+            encoder_dir = f"{R.MODEL}/encoder"
+            log.info("the NCI model's encoder is the embedding encoder: shared")
+        elif model is None:
+            tokenizer.save_pretrained(tmp / R.ENCODER)
+            encoder.save_pretrained(tmp / R.ENCODER)
+        query_encoder = {
+            "path": encoder_dir,
+            "pooling": emb_cfg.get("pooling", "mean"),
+            "max_length": int(emb_cfg.get("max_length", 256)),
+            "source": str(encoder_source),
+        }
+
+        log.info("FAISS: flat and PQ%dx4fs over %d x %d vectors", pq_m, *vectors.shape)
+        import faiss
+
+        flat, pq = build_faiss(vectors, pq_m)
+        faiss.write_index(flat, str(tmp / R.DENSE))
+        methods["dense"] = {"files": [R.DENSE, encoder_dir], "factory": "Flat", "metric": "inner_product"}
+        if pq is not None:
+            faiss.write_index(pq, str(tmp / R.PQ))
+            methods["pq"] = {
+                "files": [R.PQ, encoder_dir],
+                "factory": f"PQ{pq_m}x4fs",
+                "metric": "inner_product",
+                "bytes_per_vector": pq_m // 2,
+            }
+        else:
+            methods["pq"] = {
+                "unavailable": f"the corpus has {len(doc_ids)} documents; 4-bit PQ needs >= {PQ_MIN_DOCS}"
+            }
+
+        log.info("BM25 over %d documents", len(doc_ids))
+        vocab = build_bm25(
+            [document_text(corpus[d]) for d in doc_ids],
+            tmp / R.BM25,
+            k1=config.bm25_k1,
+            b=config.bm25_b,
+            method=config.bm25_method,
+            stemmer=config.stemmer,
+            stopwords=config.stopwords,
+        )
+        methods["bm25"] = {
+            "files": [R.BM25],
+            "stemmer": config.stemmer,
+            "stopwords": config.stopwords,
+            "k1": config.bm25_k1,
+            "b": config.bm25_b,
+            "variant": config.bm25_method,
+        }
+        if ids is not None and model is not None:
+            methods["nci"] = {"files": [R.MODEL, R.IDS]}
+
+        files = {
+            str(p.relative_to(tmp)): {"bytes": p.stat().st_size}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        inputs: dict[str, Path] = {"data": data, "embeddings": embeddings}
+        if ids is not None:
+            inputs["ids"] = ids
+        if model is not None:
+            inputs["model"] = model
+        write_manifest(
+            tmp,
+            stage=R.STAGE,
+            config=config,
+            inputs=inputs,
+            counts={
+                "documents": len(doc_ids),
+                "dimension": dim,
+                "pq_m": pq_m if pq is not None else None,
+                "bm25_vocabulary": vocab,
+            },
+            wall_seconds=time.perf_counter() - start,
+            extra={"files": files, "methods": methods, "query_encoder": query_encoder},
+        )
+    available = [m for m, info in methods.items() if "unavailable" not in info]
+    log.info("index with %s -> %s", ", ".join(sorted(available)), out)
+    return out
+
+
+def _check_model_matches_ids(model: Path, ids: Path, sem: Any) -> None:
+    """A model decodes the ids it was trained on: check k and depth, and the ids' hash when the
+    model's manifest records it."""
+    try:
+        cfg = json.loads((model / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{model / 'config.json'}: cannot read the model config ({e})") from e
+    if cfg.get("k") != sem.k or int(cfg.get("max_depth", 0)) < sem.max_depth:
+        raise ArtifactError(
+            f"{model}: trained for k={cfg.get('k')}, max_depth={cfg.get('max_depth')}, but {ids} has "
+            f"k={sem.k}, max_depth={sem.max_depth}; pass the ids the model was trained with"
+        )
+    if (model / "manifest.json").is_file():
+        recorded = (read_manifest(model).get("inputs") or {}).get("ids", {}).get("sha256")
+        if recorded and recorded != fingerprint(ids):
+            raise ArtifactError(
+                f"{model}: trained on other semantic ids than {ids} (manifest hash differs); "
+                "pass the ids the model was trained with"
+            )
+
+
+def _save_and_compare(tokenizer: Any, encoder: Any, dst: Path, model_encoder: Path) -> bool:
+    """Save the embedding encoder to ``dst``; True when ``model_encoder`` has the same weights."""
+    tokenizer.save_pretrained(dst)
+    encoder.save_pretrained(dst)
+    try:
+        return _same_weights(dst, model_encoder)
+    except Exception as e:  # a model encoder in another format just means: keep our own copy
+        log.info("could not compare the model's encoder with the embedding encoder (%s); keeping a copy", e)
+        return False
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="assemble an index directory")
+    b.add_argument("--data", required=True, type=Path, help="prepared dataset (BEIR layout)")
+    b.add_argument("--embeddings", required=True, type=Path, help="nci embed output")
+    b.add_argument("--ids", type=Path, default=None, help="nci ids build output (needed for the nci method)")
+    b.add_argument("--model", type=Path, default=None, help="nci train output (needed for the nci method)")
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default dim/4)")
+    b.add_argument("--copy", action="store_true", help="copy large inputs instead of hard-linking them")
+    b.add_argument("--overwrite", action="store_true")
+    i = sub.add_parser("info", help="print an index's manifest summary")
+    i.add_argument("index", type=Path)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Build and inspect index directories.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        config = IndexConfig(pq_m=args.pq_m, link=not args.copy)
+        build_index(
+            args.data,
+            args.embeddings,
+            args.out,
+            ids=args.ids,
+            model=args.model,
+            config=config,
+            overwrite=args.overwrite,
+        )
+        return 0
+    index = R.load_index(args.index)
+    print(
+        json.dumps(
+            {
+                "path": str(index.path),
+                "documents": len(index.doc_ids),
+                "methods": {m: (reason or "available") for m, reason in index.methods().items()},
+                "size_bytes": {m: index.size_bytes(m) for m, reason in index.methods().items() if not reason},
+                "query_encoder": index.manifest.get("query_encoder"),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from nci.cli import setup_logging
+
+    setup_logging()
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The nci retrieval service: a FastAPI application over one index directory (``nci serve``)."""

@@ -1,0 +1,179 @@
+"""Request and response models of the HTTP API (separate classes for what comes in and goes out)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Method = Literal["nci", "dense", "pq", "bm25"]
+
+
+def _encodable(value: str, what: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{what} holds an unpaired surrogate (\\u{ord(value[e.start]):04x}); send valid Unicode"
+        ) from None
+    return value
+
+
+def _not_blank(value: str, what: str) -> str:
+    _encodable(value, what)
+    if not value.strip():
+        raise ValueError(f"{what} is empty or only whitespace; send some text to search for")
+    return value
+
+
+class SearchRequest(BaseModel):
+    """One query (``query``) or a batch (``queries``), ranked by ``method``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"query": "who founded the university", "k": 10, "method": "nci"}]},
+    )
+
+    query: str | None = Field(None, description="the query; give this or `queries`")
+    queries: list[str] | None = Field(None, description="a batch of queries; give this or `query`")
+    k: int = Field(10, ge=1, le=1000, description="results per query")
+    method: Method = Field("nci", description="nci, dense (exact inner product), pq (4-bit PQ) or bm25")
+    beam: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="nci only: beam size (default max(k, 10); nci returns at most `beam` results)",
+    )
+    snippets: bool = Field(True, description="include a text snippet per result")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str | None) -> str | None:
+        return None if v is None else _not_blank(v, "query")
+
+    @field_validator("queries")
+    @classmethod
+    def _queries(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("queries is an empty list; send at least one query")
+        for i, q in enumerate(v):
+            _not_blank(q, f"queries[{i}]")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SearchRequest:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give exactly one of `query` (a string) or `queries` (a list of strings)")
+        return self
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float = Field(
+        description="the method's score: log-probability for nci, inner product for dense "
+        "and pq, BM25 score for bm25"
+    )
+    title: str
+    snippet: str | None = None
+    source: str = Field(
+        description="which ranking found it: the method, or 'dense' for documents added "
+        "since the NCI model was trained (dense fallback)"
+    )
+
+
+class QueryResults(BaseModel):
+    query: str
+    results: list[SearchHit]
+
+
+class SearchResponse(BaseModel):
+    method: Method
+    k: int
+    beam: int | None = None
+    took_ms: float = Field(description="server time for the request, queueing included")
+    results: list[SearchHit] | None = Field(None, description="for a single `query`")
+    batch: list[QueryResults] | None = Field(None, description="for `queries`, in request order")
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(alias="_id", min_length=1, max_length=200, description="unique id, no whitespace")
+    title: str = ""
+    text: str = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        _encodable(v, "_id")
+        if any(c.isspace() or not c.isprintable() for c in v):
+            raise ValueError("document ids must not contain whitespace or control characters")
+        return v
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return _not_blank(v, "text")
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        return _encodable(v, "title")
+
+
+class AddDocumentsRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"documents": [{"_id": "doc-1", "title": "A title", "text": "Some text."}]}]
+        },
+    )
+
+    documents: list[DocumentIn] = Field(min_length=1)
+
+
+class AddedDocument(BaseModel):
+    id: str
+    semantic_id: str | None = Field(
+        None, description="the id's digits joined by '-' (when the index has ids)"
+    )
+
+
+class AddDocumentsResponse(BaseModel):
+    added: list[AddedDocument]
+    documents: int = Field(description="live documents after the update")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    semantic_id: str | None
+    added: bool = Field(description="added through the API since the index was built")
+    trained: bool = Field(description="the NCI model was trained on this document's id")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+    documents: int
+
+
+class IndexInfo(BaseModel):
+    name: str = Field(description="the index directory's name")
+    documents: int
+    added: int
+    deleted: int
+    methods: dict[str, str | None] = Field(description="method -> null when available, else why not")
+    default_beam: int
+    limits: dict[str, int]
+
+
+class Status(BaseModel):
+    status: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what was wrong and what to do")
+    errors: list[dict] | None = Field(None, description="each validation error, for programs")

@@ -1,0 +1,338 @@
+"""Training: the loss, the data mix, and whole tiny runs (resume, signals, two processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nci.manifest import read_manifest, write_manifest
+from nci.train import (
+    TrainConfig,
+    TrainingData,
+    epoch_order,
+    lr_factor,
+    main,
+    parse_source_weights,
+    rdrop_loss,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, synthetic_data, tiny_encoder):
+    """Semantic ids (over random 32-d vectors) and doc-as-query pseudo-queries for the synthetic corpus."""
+    from nci.data import load_corpus
+    from nci.querygen import DaqConfig, write_daq
+    from nci.semantic_ids import IdsConfig, build
+    from nci.synthetic import make_vectors
+
+    root = tmp_path_factory.mktemp("train_inputs")
+    doc_ids = list(load_corpus(synthetic_data))
+    emb = root / "emb"
+    emb.mkdir()
+    np.save(emb / "embeddings.npy", make_vectors(len(doc_ids), 32, n_clusters=6, seed=0))
+    (emb / "doc_ids.txt").write_text("\n".join(doc_ids) + "\n")
+    write_manifest(emb, stage="embed")
+    build(emb, root / "ids", IdsConfig(k=4, leaf_size=4, seed=0))
+    write_daq(synthetic_data, root / "daq", DaqConfig(n=1, window=8))
+    return {"data": synthetic_data, "ids": root / "ids", "daq": root / "daq", "encoder": tiny_encoder}
+
+
+def tiny_args(inputs, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(inputs["data"]), "--ids", str(inputs["ids"]), "--queries", str(inputs["daq"]),
+        "--out", str(out), "--encoder", str(inputs["encoder"]), "--device", "cpu",
+        "--d-model", "32", "--n-heads", "2", "--n-layers", "1", "--d-ff", "64", "--max-length", "16",
+        "--batch-size", "16", "--warmup-steps", "2", "--val-fraction", "0.1", "--val-beam", "5",
+        "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "checkpoint" / "last" / "weights.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+# --- pieces ------------------------------------------------------------------------------------
+
+
+def test_rdrop_term_is_zero_without_dropout_and_positive_with_it(tiny_encoder):
+    from nci.encoder import load_encoder
+    from nci.model import NCIConfig, NCIModel, choice_labels
+    from nci.train import TrainingForward
+
+    tokenizer, encoder = load_encoder(tiny_encoder)
+    targets = torch.tensor([[2, 6, 1], [3, 1, 0]])
+    feats = {"states": torch.randn(2, 5, 32), "attention_mask": torch.ones(2, 5, dtype=torch.long)}
+    kls = {}
+    for dropout in (0.0, 0.3):
+        cfg = NCIConfig(
+            k=4,
+            max_depth=2,
+            encoder_hidden=32,
+            encoder_layers=2,
+            d_model=32,
+            n_heads=2,
+            n_layers=1,
+            d_ff=64,
+            dropout=dropout,
+        )
+        torch.manual_seed(0)
+        forward = TrainingForward(NCIModel(cfg, encoder, tokenizer)).train()
+        logits = forward(feats, targets, torch.zeros_like(targets), twice=True)
+        assert logits.shape == (4, 3, 5)
+        loss, ce, kl = rdrop_loss(logits, choice_labels(targets, 4), alpha=0.15)
+        kls[dropout] = float(kl)
+        assert torch.isclose(loss, ce + 0.15 * kl)
+    assert kls[0.0] == 0.0
+    assert kls[0.3] > 1e-6
+
+
+def test_rdrop_kl_is_the_symmetric_kl_over_labelled_positions():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3, 5)
+    labels = torch.tensor([[1, 4, -100], [0, -100, -100]])
+    _, _, kl = rdrop_loss(logits, labels, alpha=1.0)
+    p, q = logits[:2][labels != -100].log_softmax(-1), logits[2:][labels != -100].log_softmax(-1)
+    kl_pq = torch.nn.functional.kl_div(q, p, log_target=True, reduction="batchmean")
+    kl_qp = torch.nn.functional.kl_div(p, q, log_target=True, reduction="batchmean")
+    torch.testing.assert_close(kl, 0.5 * (kl_pq + kl_qp))
+    loss, ce, kl0 = rdrop_loss(logits[:2], labels, alpha=0.0)
+    assert float(kl0) == 0.0 and torch.equal(loss, ce)
+
+
+def test_epoch_order_follows_source_weights_and_is_seeded():
+    data = TrainingData(
+        texts=[], example_text=np.arange(30), example_doc=np.arange(30),
+        example_source=np.repeat([0, 1, 2], 10), sources=["query", "daq", "d2q"], val=[], train_probe=[],
+        targets=np.zeros(0), nodes=np.zeros(0),
+    )  # fmt: skip
+    weights = parse_source_weights("query=2,daq=0.5,d2q=0")
+    order = epoch_order(data, weights, seed=0, epoch=3)
+    counts = np.bincount(data.example_source[order], minlength=3)
+    assert counts.tolist() == [20, 5, 0]
+    assert np.array_equal(np.bincount(order[order < 10]), np.full(10, 2))  # every query twice
+    assert np.array_equal(order, epoch_order(data, weights, seed=0, epoch=3))
+    assert not np.array_equal(order, epoch_order(data, weights, seed=0, epoch=4))
+
+
+def test_source_weights_and_config_validation():
+    assert parse_source_weights("query=1, daq=0.25") == {"query": 1.0, "daq": 0.25}
+    for bad in ("query", "query=-1", "=2", "daq=x"):
+        with pytest.raises(ValueError, match="bad source weight"):
+            parse_source_weights(bad)
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="tpu")
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    values = [lr_factor(s, total=100, warmup=10, min_ratio=0.1) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[9:], values[10:], strict=False))
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+# --- whole runs ----------------------------------------------------------------------------------
+
+
+def test_train_writes_a_loadable_model_with_metrics(inputs, tmp_path):
+    from nci.model import NCIModel
+    from nci.semantic_ids import load_semantic_ids
+
+    out = tmp_path / "model"
+    assert main(tiny_args(inputs, out, "--epochs", "2", "--centroid-prior")) == 0
+    manifest = read_manifest(out, stage="train")
+    assert manifest["counts"]["epochs"] == 2
+    assert manifest["counts"]["examples_query"] > 0 and manifest["counts"]["examples_daq"] > 0
+    assert manifest["counts"]["validation_queries"] > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 0 <= r["val_success@1"] <= r["val_success@10"] <= 1
+        assert r["ce"] > 0 and r["kl"] >= 0 and r["examples_per_s"] > 0
+    assert (out / "training_curve.png").stat().st_size > 0
+    assert list((out / "cache").glob("features-*.states.npy"))
+    assert manifest["best"]["epoch"] in (1, 2)
+
+    model = NCIModel.from_pretrained(out)
+    assert model.config.centroid_prior and model.config.d_model == 32
+    sem = load_semantic_ids(inputs["ids"])
+    batch = model.tokenize(["kalo mine", "rutavo"])
+    docs, scores = model.beam_search(
+        *model.encode(batch["input_ids"], batch["attention_mask"]), sem.trie, beam=3
+    )
+    assert docs.shape == (2, 3) and (docs >= 0).all()
+
+    # a second run over the same inputs reuses the cached encoder states
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cache").iterdir()}
+    with pytest.raises(SystemExit):  # a finished run is not overwritten by accident
+        main(tiny_args(inputs, out, "--epochs", "1"))
+    assert main(tiny_args(inputs, out, "--epochs", "1", "--max-steps", "2", "--overwrite")) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cache").iterdir()} == before
+    manifest = read_manifest(out, stage="train")
+    assert manifest["stopped"] == "max_steps" and manifest["counts"]["steps"] == 2
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(inputs, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(tiny_args(inputs, straight, "--epochs", "2")) == 0
+    steps = read_manifest(straight, stage="train")["counts"]["steps"]
+    # stop in the middle of the first epoch, then continue
+    assert main(tiny_args(inputs, resumed, "--epochs", "2", "--max-steps", str(steps // 4))) == 0
+    assert json.loads((resumed / "checkpoint" / "last" / "state.json").read_text())["batch"] == steps // 4
+    with pytest.raises(SystemExit):  # the model may not change on resume
+        main(tiny_args(inputs, resumed, "--resume", "--n-layers", "2"))
+    with pytest.raises(SystemExit):  # nor the training inputs
+        main(tiny_args(inputs, resumed, "--resume", "--queries", str(inputs["daq"])))
+    assert main(tiny_args(inputs, resumed, "--resume")) == 0
+    assert read_manifest(resumed, stage="train")["counts"]["steps"] == steps
+    assert_same_weights(weights(straight), weights(resumed))
+    a = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_success@1"] for r in a] == [r["val_success@1"] for r in b]
+    assert [r["loss"] for r in a][1:] == [r["loss"] for r in b][1:]  # epoch 1 was split over two runs
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_sigint_saves_a_checkpoint_and_exits_nonzero(inputs, tmp_path):
+    out = tmp_path / "model"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nci.train", *tiny_args(inputs, out, "--epochs", "500")],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    state = out / "checkpoint" / "last" / "state.json"
+    deadline = time.time() + 120
+    while not state.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, output
+    assert "--resume" in output
+    saved = json.loads(state.read_text())
+    assert 1 <= saved["epoch"] < 500
+    assert not (out / "manifest.json").exists()  # not a finished model
+    # continue it, with fewer epochs than it was started with
+    assert main(tiny_args(inputs, out, "--resume", "--epochs", str(saved["epoch"] + 1))) == 0
+    assert read_manifest(out, stage="train")["counts"]["epochs"] == saved["epoch"] + 1
+
+
+def test_two_processes_end_with_identical_weights(inputs, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "nci.train", *tiny_args(inputs, out, "--epochs", "1")]  # fmt: skip
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    manifest = read_manifest(out, stage="train")
+    digests = manifest["last_parameter_sha256"]
+    assert manifest["counts"]["processes"] == 2 and len(digests) == 2 and digests[0] == digests[1]
+    from nci.train import state_digest
+
+    assert state_digest(weights(out)) == digests[0]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["val_success@10"] is not None
+
+
+def test_bad_inputs_fail_with_clear_messages(inputs, tmp_path):
+    from nci.manifest import write_manifest as wm
+
+    bad = tmp_path / "bad_daq"
+    bad.mkdir()
+    (bad / "pseudo_queries.jsonl").write_text(
+        json.dumps({"doc_id": "nope", "text": "x", "source": "daq"}) + "\n"
+    )
+    wm(bad, stage="querygen")
+    with pytest.raises(SystemExit) as e:
+        main(tiny_args(inputs, tmp_path / "m", "--queries", str(bad)))
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        main(tiny_args(inputs, tmp_path / "m2", "--resume"))
+
+
+@pytest.mark.parametrize("layers", [1, -1])
+def test_trainable_encoder_layers_are_trained_and_the_rest_frozen(inputs, tmp_path, layers):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "model"
+    extra = [
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--encoder-trainable-layers",
+        str(layers),
+        "--encoder-lr",
+        "1e-2",
+    ]
+    if layers < 0:
+        extra += ["--precision", "bf16"]  # the autocast path, on CPU
+    assert main(tiny_args(inputs, out, *extra)) == 0
+    before = load_file(str(inputs["encoder"] / "model.safetensors"))
+    after = load_file(str(out / "encoder" / "model.safetensors"))
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    top = {n for n in before if "layer.1." in n}
+    if layers == 1:
+        assert changed and changed <= top  # only the top layer moved
+        assert list((out / "cache").glob("features-*.states.npy"))  # states below it were cached
+    else:
+        assert any("embeddings" in n for n in changed) and any("layer.0." in n for n in changed)
+        assert not (out / "cache").exists()
+
+
+def test_feature_cache_computes_only_new_texts(tiny_encoder, tmp_path):
+    from nci.encoder import load_encoder
+    from nci.features import cached_states
+    from nci.model import NCIConfig, NCIModel
+
+    tokenizer, encoder = load_encoder(tiny_encoder)
+    cfg = NCIConfig(
+        k=4, max_depth=2, encoder_hidden=32, encoder_layers=2, max_length=16, d_model=32, n_heads=2
+    )
+    model = NCIModel(cfg, encoder, tokenizer)
+    first, more = ["kalo mine", "a much longer text about rutavo zibedo", "ta"], ["fagu hijo", "kalo mine"]
+    cache = tmp_path / "cache"
+    store = cached_states(model, first, cache, "enc-a", progress=False)
+    again = cached_states(model, first + more, cache, "enc-a", progress=False)
+    assert len(list(cache.glob("features-*.json"))) == 2
+    # the second call encoded only the one new text
+    assert sorted(json.loads(p.read_text())["inputs"] for p in cache.glob("features-*.json")) == [1, 3]
+    fresh = cached_states(model, first + more, tmp_path / "fresh", "enc-a", progress=False)
+    index = np.arange(5)
+    torch.testing.assert_close(again.batch(index, "cpu")["states"], fresh.batch(index, "cpu")["states"])
+    assert torch.equal(
+        again.batch(index, "cpu")["attention_mask"], fresh.batch(index, "cpu")["attention_mask"]
+    )
+    torch.testing.assert_close(
+        store.batch(np.arange(3), "cpu")["states"], fresh.batch(np.arange(3), "cpu")["states"]
+    )
+    batch = model.tokenize(first + more)
+    with torch.no_grad():
+        states = model.lower_states(batch["input_ids"], batch["attention_mask"])
+    got = fresh.batch(index, "cpu")
+    mask = got["attention_mask"].bool()
+    torch.testing.assert_close(got["states"][mask], states[:, : mask.shape[1]][mask], atol=2e-3, rtol=2e-3)
+    # another encoder: the old shards are dropped, not read
+    cached_states(model, more, cache, "enc-b", progress=False)
+    metas = [json.loads(p.read_text()) for p in cache.glob("features-*.json")]
+    assert [m["encoder_fingerprint"] for m in metas] == ["enc-b"]
