@@ -171,10 +171,11 @@ class TrainConfig:
     max_doc_length: int = 192
     max_query_length: int = 32
     batch_size: int = 32  # (query, document) pairs; each distinct document is encoded once
-    lr: float = 2e-4
+    # 5e-4: on SQuAD, held-out loss after 80 steps was 5.48 / 5.28 / 5.24 at 2e-4 / 5e-4 / 1e-3.
+    lr: float = 5e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
-    epochs: float = 1.0
+    epochs: float = 2.0
     # False (the CPU recipe): the encoder and the word embeddings (tied to the output layer) stay
     # as warm-started, and encoder states are computed once per document, so each step only
     # trains the decoder layers, cross-attention and LM head transform. True: train everything.
@@ -394,6 +395,9 @@ class SamplingConfig:
     max_doc_length: int = 192
     max_query_length: int = 32
     max_rounds: int = 3  # extra sampling rounds for documents left short by duplicates/empties
+    # "document": only tokens of the (truncated) document and common query words may be written,
+    # which keeps a weak generator from drifting to topics of its training set; "none": any token.
+    vocabulary: str = "document"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -405,6 +409,42 @@ class SamplingConfig:
             raise ValueError("top_p must be in (0, 1]")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0")
+        if self.vocabulary not in {"document", "none"}:
+            raise ValueError(f"vocabulary must be 'document' or 'none', got '{self.vocabulary}'")
+
+
+# Words a query may use whatever the document: question words, auxiliaries, pronouns,
+# prepositions, determiners and the like (restricted vocabulary, see SamplingConfig).
+QUERY_WORDS = (
+    "what which who whom whose when where why how many much long old far often kind type name "
+    "is are was were be been being do does did has have had can could will would shall should may might "
+    "must the a an of in on at to for from by with without about into onto over under between during "
+    "before after since until than as and or but not no nor if then that this these those there here "
+    "it its he she they them their his her him we our you your i me my one first last most more less "
+    "other another same such some any all each every both either neither called known used made "
+    "year years number percent people time part ? , . ' \" - ( ) : ; s"
+).split()
+
+
+def _allowed_tokens():
+    from transformers import LogitsProcessor
+
+    class AllowedTokens(LogitsProcessor):
+        """Masks every token outside a per-row allowed set (built once the vocabulary size is known)."""
+
+        def __init__(self, allowed: Sequence[Sequence[int]]) -> None:
+            self.allowed = allowed
+            self.mask: torch.Tensor | None = None
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if self.mask is None:
+                self.mask = torch.zeros(scores.shape, dtype=torch.bool)
+                for row, ids in enumerate(self.allowed):
+                    self.mask[row, [t for t in ids if t < scores.shape[-1]]] = True
+                self.mask = self.mask.to(scores.device)
+            return scores.masked_fill(~self.mask, -float("inf"))
+
+    return AllowedTokens
 
 
 def _gumbel_sampler():
@@ -467,6 +507,11 @@ def sample_queries(
     if config.top_p is not None:
         warpers.append(TopPLogitsWarper(config.top_p))
     sampler = _gumbel_sampler()
+    if config.vocabulary == "document":
+        words = [*QUERY_WORDS, *(w.capitalize() for w in QUERY_WORDS)]  # cased vocabularies too
+        common = set(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"])
+        eos = gen_config.eos_token_id
+        special = set(tokenizer.all_special_ids)
 
     enc = tokenizer(
         [text for _, text in docs],
@@ -483,6 +528,11 @@ def sample_queries(
         hidden = model.get_encoder()(
             input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
         ).last_hidden_state
+        if config.vocabulary == "document":
+            doc_vocab = [
+                (common | set(ids.tolist())) - special | set(eos if isinstance(eos, list) else [eos])
+                for ids in enc["input_ids"]
+            ]
         for _ in range(config.max_rounds):
             rows = [(i, drawn[i] + r) for i in range(len(docs)) for r in range(config.n - len(kept[i]))]
             if not rows:
@@ -491,11 +541,14 @@ def sample_queries(
                 drawn[i] += 1
             expand = torch.tensor([i for i, _ in rows], device=device)
             seeds = [stable_seed(config.seed, docs[i][0], j) for i, j in rows]
+            processors = [*warpers, sampler(seeds)]
+            if config.vocabulary == "document":
+                processors.insert(0, _allowed_tokens()([doc_vocab[i] for i, _ in rows]))
             out = model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=hidden[expand]),
                 attention_mask=enc["attention_mask"][expand],
                 generation_config=gen_config,
-                logits_processor=LogitsProcessorList([*warpers, sampler(seeds)]),
+                logits_processor=LogitsProcessorList(processors),
             )
             for (i, _), text in zip(rows, tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
                 counts["samples"] += 1

@@ -31,6 +31,10 @@ from nci.manifest import ArtifactError, atomic_output_dir, fingerprint, read_man
 log = logging.getLogger(__name__)
 
 
+# What the index keeps of an NCI model directory (nci.model's checkpoint format, plus provenance).
+MODEL_FILES = ("config.json", "model.safetensors", "encoder", "manifest.json", "train_config.json")
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     # Sub-quantizers of the 4-bit PQ; None picks dim // 4 (4 dimensions per 4-bit code: 48 bytes
@@ -150,7 +154,11 @@ def build_index(
         if ids is not None:
             _place(ids, tmp / R.IDS, config.link)
         if model is not None:
-            _place(model, tmp / R.MODEL, config.link)
+            # inference files only: a training directory also holds caches and checkpoints
+            (tmp / R.MODEL).mkdir()
+            for name in MODEL_FILES:
+                if (model / name).exists():
+                    _place(model / name, tmp / R.MODEL / name, config.link)
 
         # The query encoder: the NCI model's own encoder when it is the same network, else a copy.
         log.info("query encoder: %s", encoder_source)

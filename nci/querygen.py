@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 STAGE = "querygen"
 PSEUDO_QUERIES = "pseudo_queries.jsonl"
 SOURCES = ("daq", "d2q")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -173,8 +180,12 @@ def train(data_dir: str | Path, out: str | Path, config, overwrite: bool = False
 
     out = Path(out)
     _check_out(out, overwrite)
+    cpu = time.process_time()
     with Timer() as timer:
         tokenizer, model, report = train_generator(data_dir, config)
+    # CPU seconds (all threads) next to wall time: on a shared machine wall time says little.
+    report["cpu_seconds"] = round(time.process_time() - cpu, 1)
+    report["threads"] = _torch_threads()
     query_ids = report.pop("query_ids")
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -216,6 +227,7 @@ class GenerateConfig:
     max_doc_length: int = 192
     max_query_length: int = 32
     max_rounds: int = 3
+    vocabulary: str = "document"  # or "none" (see nci.doc2query.SamplingConfig)
     seed: int = 0
     # Speed only: the queries of a document do not depend on these (see nci.doc2query).
     batch_size: int = 16
@@ -238,6 +250,7 @@ class GenerateConfig:
             max_doc_length=self.max_doc_length,
             max_query_length=self.max_query_length,
             max_rounds=self.max_rounds,
+            vocabulary=self.vocabulary,
             seed=self.seed,
         )
 
@@ -297,6 +310,7 @@ def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, over
     done = [s for s in starts if (partial / f"chunk-{s:08d}.jsonl").is_file()]
     if done:
         log.info("resuming: %d of %d chunks already generated", len(done), len(starts))
+    cpu = time.process_time()
     with Timer() as timer:
         bar = tqdm(total=len(doc_ids), desc="doc2query", unit="doc")
         for start in starts:
@@ -326,6 +340,7 @@ def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, over
             _write_jsonl(tmp, iter(rows))
             os.replace(tmp, path)
         bar.close()
+    cpu_seconds = time.process_time() - cpu
 
     per_doc: list[int] = []
     dropped = {"samples": 0, "empty": 0, "duplicates": 0}
@@ -354,7 +369,13 @@ def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, over
             inputs=inputs,
             counts=counts,
             wall_seconds=timer.seconds,
-            extra={"source": "d2q", "device": str(device), "generator": _generator_provenance(config.model)},
+            extra={
+                "source": "d2q",
+                "device": str(device),
+                "cpu_seconds": round(cpu_seconds, 1),
+                "threads": _torch_threads(),
+                "generator": _generator_provenance(config.model),
+            },
         )
     shutil.rmtree(partial, ignore_errors=True)
     _warn_empty(corpus, per_doc)
@@ -379,7 +400,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     torch_opts.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ..."
     )
-    torch_opts.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    torch_opts.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: all cores; on a busy machine 1 can be faster)",
+    )
 
     d = sub.add_parser("daq", parents=[common], help="document as query: title + first words, random windows")
     d.add_argument("--n", type=int, default=DaqConfig.n, help="random windows per document (default 10)")
@@ -424,6 +450,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int, default=10, help="top-k sampling (default 10; 0 = off)")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling, e.g. 0.9")
     g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument(
+        "--vocabulary",
+        choices=["document", "none"],
+        default="document",
+        help="document (default): write only the document's tokens and common query words; none: any",
+    )
     g.add_argument("--max-doc-length", type=int, default=192, help="tokens")
     g.add_argument("--max-query-length", type=int, default=32, help="tokens")
     g.add_argument("--batch-size", type=int, default=16, help="documents per batch (speed only)")
@@ -471,6 +503,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 top_k=args.top_k or None,
                 top_p=args.top_p,
                 temperature=args.temperature,
+                vocabulary=args.vocabulary,
                 max_doc_length=args.max_doc_length,
                 max_query_length=args.max_query_length,
                 seed=args.seed,

@@ -69,6 +69,8 @@ def pipeline(tiny_encoder, synthetic_data, tmp_path_factory, one_faiss_thread):
         dropout=0.0,
     )
     NCIModel(config, encoder, tokenizer).save_pretrained(root / "model")
+    (root / "model" / "cache").mkdir()  # training leftovers stay out of the index
+    np.save(root / "model" / "cache" / "states.npy", np.zeros(10))
     full = build_index(synthetic_data, emb, root / "index", ids=root / "ids", model=root / "model")
     plain = build_index(synthetic_data, emb, root / "plain")
     return {"data": synthetic_data, "index": full, "plain": plain, "ids": ids, "root": root}
@@ -81,6 +83,8 @@ def test_index_with_a_model_offers_nci_and_shares_the_encoder(pipeline):
     assert index.manifest["query_encoder"]["path"] == "model/encoder"
     assert not (pipeline["index"] / "encoder").exists()
     assert set(index.manifest["inputs"]) == {"data", "embeddings", "ids", "model"}
+    assert not (pipeline["index"] / "model" / "cache").exists()
+    assert (pipeline["index"] / "model" / "model.safetensors").is_file()
 
 
 def test_python_trie_allows_exactly_the_existing_ids(pipeline):

@@ -222,6 +222,30 @@ def test_duplicates_and_empties_are_dropped(generator, small_data):
     assert counts["duplicates"] + counts["empty"] == counts["samples"] - sum(map(len, queries))
 
 
+@pytest.mark.parametrize("vocabulary", ["document", "none"])
+def test_document_vocabulary_keeps_queries_to_its_words(vocabulary, generator, small_data, monkeypatch):
+    tokenizer, model = doc2query.load_generator(generator)
+    written = []
+    decode = tokenizer.batch_decode
+    monkeypatch.setattr(tokenizer, "batch_decode", lambda ids, **kw: written.append(ids) or decode(ids, **kw))
+    corpus = load_corpus(small_data)
+    docs = [(d, corpus[d]["text"]) for d in list(corpus)[:3]]
+    config = doc2query.SamplingConfig(n=3, vocabulary=vocabulary, **FAST)
+    doc2query.sample_queries(tokenizer, model, docs, config)
+    words = [*doc2query.QUERY_WORDS, *(w.capitalize() for w in doc2query.QUERY_WORDS)]
+    allowed = set(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]) | {
+        tokenizer.cls_token_id,  # the decoder start
+        tokenizer.sep_token_id,  # the end
+        tokenizer.pad_token_id,  # after the end
+    }
+    outside = 0
+    for row, ids in enumerate(written[0]):  # first round: 3 rows per document, in order
+        doc_tokens = tokenizer(docs[row // 3][1], truncation=True, max_length=FAST["max_doc_length"])
+        outside += len(set(ids.tolist()) - allowed - set(doc_tokens["input_ids"]))
+    # An untrained model writes tokens from all over its vocabulary unless restricted.
+    assert (outside == 0) == (vocabulary == "document")
+
+
 def test_interrupted_generation_resumes_from_finished_chunks(generator, small_data, tmp_path, monkeypatch):
     config = GenerateConfig(model=str(generator), n=2, batch_size=3, chunk_size=6, **FAST)
     real = doc2query.sample_queries
@@ -342,3 +366,30 @@ def test_whole_cli_runs_without_network(tiny_encoder, small_data, tmp_path, monk
     assert read_manifest(out, stage="querygen")["counts"]["min_per_document"] == 2
     assert querygen.main(args) == 2  # an existing output is not replaced without --overwrite
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.slow
+def test_real_squad_with_the_packaged_minilm_generator(tmp_path):
+    """The MiniLM encoder-decoder trains briefly on real SQuAD pairs and writes question-like text."""
+    import os
+
+    from nci.data import prepare
+    from nci.settings import get_settings
+
+    if not os.environ.get("NCI_DATASETS"):
+        pytest.skip("set NCI_DATASETS to the folder holding squad-v1.1-dev/")
+    get_settings.cache_clear()
+    data = tmp_path / "squad"
+    prepare("squad", data)
+    daq = querygen.write_daq(data, tmp_path / "daq", DaqConfig())
+    assert daq["counts"]["documents"] == 2067 and daq["counts"]["documents_without_queries"] == 0
+    # A few steps only: the test checks the real model's plumbing, not its quality.
+    tokenizer, model, report = doc2query.train_generator(
+        data, TrainConfig(epochs=0.02, max_doc_length=64, max_query_length=16), progress=False
+    )
+    assert report["loss_last"] < report["loss_first"]
+    assert not set(report["query_ids"]) & set(load_qrels(data, "test"))
+    corpus = load_corpus(data)
+    docs = [(d, corpus[d]["text"]) for d in list(corpus)[:2]]
+    queries, _ = doc2query.sample_queries(tokenizer, model, docs, doc2query.SamplingConfig(n=3, **FAST))
+    assert all(1 <= len(qs) <= 3 for qs in queries)

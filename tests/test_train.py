@@ -336,3 +336,14 @@ def test_feature_cache_computes_only_new_texts(tiny_encoder, tmp_path):
     cached_states(model, more, cache, "enc-b", progress=False)
     metas = [json.loads(p.read_text()) for p in cache.glob("features-*.json")]
     assert [m["encoder_fingerprint"] for m in metas] == ["enc-b"]
+
+
+def test_time_budget_stops_cleanly_and_still_writes_the_model(inputs, tmp_path):
+    from nci.model import NCIModel
+
+    out = tmp_path / "model"
+    assert main(tiny_args(inputs, out, "--epochs", "50", "--max-minutes", "0.0001")) == 0
+    manifest = read_manifest(out, stage="train")
+    assert manifest["stopped"] == "max_minutes" and manifest["counts"]["steps"] == 1
+    assert (out / "checkpoint" / "last" / "state.json").is_file()
+    NCIModel.from_pretrained(out)
