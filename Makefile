@@ -30,5 +30,8 @@ lint: install
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
+reproduce: install
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/reproduce.sh
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
