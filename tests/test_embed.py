@@ -58,13 +58,18 @@ def test_killed_embedding_resumes_without_recomputing(tiny_encoder, synthetic_da
     assert len(list((tmp_path / "emb.partial").glob("chunk-*.npy"))) == 2
 
     calls.clear()
-    monkeypatch.setattr(nci.embed, "encode_texts", lambda texts, *a, **kw: calls.append(1) or real(texts, *a, **kw))
+    def counting(texts, *a, **kw):
+        calls.append(1)
+        return real(texts, *a, **kw)
+
+    monkeypatch.setattr(nci.embed, "encode_texts", counting)
     embed_corpus(synthetic_data, tmp_path / "emb", config)
     n_chunks = -(-len(load_corpus(synthetic_data)) // 16)
     assert len(calls) == n_chunks - 2  # finished chunks were not recomputed
 
     fresh = embed_corpus(synthetic_data, tmp_path / "fresh", config)
-    np.testing.assert_allclose(np.load(tmp_path / "emb/embeddings.npy"), np.load(fresh / "embeddings.npy"), atol=1e-6)
+    resumed = np.load(tmp_path / "emb/embeddings.npy")
+    np.testing.assert_allclose(resumed, np.load(fresh / "embeddings.npy"), atol=1e-6)
 
 
 def test_existing_output_is_not_overwritten(tiny_encoder, synthetic_data, tmp_path):

@@ -333,7 +333,8 @@ def test_export_writes_the_live_corpus_and_ids_for_training(index_dir, tmp_path,
 
     updates = tmp_path / "updates"
     live = open_live_index(index_dir, updates)
-    [added] = live.add([{"_id": "exp-1", "title": "Exported", "text": "a document for the next training run"}])
+    doc = {"_id": "exp-1", "title": "Exported", "text": "a document for the next training run"}
+    [added] = live.add([doc])
     live.delete("d11")
     live.log.close()
     args = ["--index", str(index_dir), "--updates", str(updates)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 _BUILT: dict[tuple[Path, Path, bool], Path] = {}
 
 
