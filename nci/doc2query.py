@@ -8,8 +8,14 @@ whole model is fine-tuned on a dataset's training (query, document) pairs. It is
 ``save_pretrained``, so ``AutoModelForSeq2SeqLM`` loads it like any other seq2seq model, and
 ``sample_queries`` treats it and, say, a public doc2query-T5 directory the same way.
 
+The CPU recipe (the default) keeps the encoder and the word embeddings frozen, computes each
+document's encoder states once, and trains the decoder layers, the new cross-attention and the LM
+head transform; ``finetune_all`` trains everything (for a GPU).
+
 Sampling is seeded per (seed, document id, sample number), never per batch, so the queries of a
 document do not depend on the batch size, the chunking, or which other documents are in the run.
+By default a query may only use the document's own tokens and common query words
+(``QUERY_WORDS``): a small generator otherwise drifts to the topics of its training set.
 """
 
 from __future__ import annotations
