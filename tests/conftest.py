@@ -25,3 +25,49 @@ def synthetic_data(tmp_path_factory) -> Path:
     from nci.synthetic import make_corpus, write_beir
 
     return write_beir(make_corpus(), tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_faiss_thread():
+    # OpenMP spin-waiting makes multi-threaded FAISS crawl on a busy machine; tests need no speed
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def synthetic_embeddings(tiny_encoder, synthetic_data, tmp_path_factory) -> Path:
+    """The synthetic corpus embedded with the tiny BERT (an ``nci embed`` directory)."""
+    from nci.embed import EmbedConfig, embed_corpus
+
+    out = tmp_path_factory.mktemp("synthetic_emb") / "emb"
+    return embed_corpus(synthetic_data, out, EmbedConfig(model=str(tiny_encoder), max_length=64))
+
+
+@pytest.fixture(scope="session")
+def plain_index(synthetic_data, synthetic_embeddings, tmp_path_factory) -> Path:
+    """An index of the synthetic corpus without ids or model: dense, pq and bm25 only.
+    Shared by the whole session: tests must not write into it."""
+    from nci.index import build_index
+
+    return build_index(synthetic_data, synthetic_embeddings, tmp_path_factory.mktemp("plain") / "index")
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tiny_encoder, synthetic_data, synthetic_embeddings, tmp_path_factory) -> Path:
+    """An index with every method: ids (k=4, leaf size 4) and an untrained NCI model with the
+    centroid prior. Shared by the whole session: tests must not write into it (each service
+    gets its own updates directory)."""
+    from tiny_index import save_tiny_model
+
+    from nci.index import build_index
+    from nci.semantic_ids import IdsConfig, build
+
+    root = tmp_path_factory.mktemp("tiny_index")
+    ids = build(synthetic_embeddings, root / "ids", IdsConfig(k=4, leaf_size=4))
+    save_tiny_model(ids, tiny_encoder, root / "model", centroid_prior=True)
+    emb = synthetic_embeddings
+    return build_index(synthetic_data, emb, root / "index", ids=root / "ids", model=root / "model")

@@ -17,24 +17,10 @@ from nci.retrieval import Retriever, load_index
 from nci.synthetic import make_corpus, make_vectors, write_beir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    # OpenMP spin-waiting makes multi-threaded FAISS crawl on a busy machine; tests need no speed
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def built(tiny_encoder, synthetic_data, tmp_path_factory, one_faiss_thread):
+def built(synthetic_data, synthetic_embeddings, plain_index):
     """(data, embeddings, index) directories for the synthetic corpus, without a model."""
-    root = tmp_path_factory.mktemp("baselines")
-    emb = embed_corpus(synthetic_data, root / "emb", EmbedConfig(model=str(tiny_encoder), max_length=64))
-    index = build_index(synthetic_data, emb, root / "index")
-    return synthetic_data, emb, index
+    return synthetic_data, synthetic_embeddings, plain_index
 
 
 def test_every_baseline_satisfies_the_interface(built):

@@ -7,13 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from tiny_index import save_tiny_model
 
 from nci.bench import BenchConfig, PythonTrie, rankings_agree, reference_beam_search, run_bench
-from nci.embed import EmbedConfig, embed_corpus
-from nci.encoder import load_encoder
 from nci.index import build_index
-from nci.model import NCIConfig, NCIModel, TrieTensors
+from nci.model import TrieTensors
 from nci.retrieval import load_index
 from nci.semantic_ids import END, IdsConfig, build, digit_to_token
 
@@ -36,44 +34,17 @@ SPEED_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    # OpenMP spin-waiting makes multi-threaded FAISS crawl on a busy machine; tests need no speed
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def pipeline(tiny_encoder, synthetic_data, tmp_path_factory, one_faiss_thread):
+def pipeline(tiny_encoder, synthetic_data, synthetic_embeddings, plain_index, tmp_path_factory):
     """Synthetic data -> embeddings -> ids -> a tiny untrained NCI model -> two indexes."""
     root = tmp_path_factory.mktemp("bench")
-    emb = embed_corpus(synthetic_data, root / "emb", EmbedConfig(model=str(tiny_encoder), max_length=64))
-    ids = build(emb, root / "ids", IdsConfig(k=4, leaf_size=3))
-    tokenizer, encoder = load_encoder(tiny_encoder)
-    torch.manual_seed(0)
-    config = NCIConfig(
-        k=4,
-        max_depth=ids.max_depth,
-        n_nodes=ids.trie.n_nodes,
-        encoder_hidden=32,
-        encoder_layers=2,
-        max_length=16,
-        d_model=32,
-        n_heads=2,
-        n_layers=1,
-        d_ff=64,
-        dropout=0.0,
-    )
-    NCIModel(config, encoder, tokenizer).save_pretrained(root / "model")
+    ids = build(synthetic_embeddings, root / "ids", IdsConfig(k=4, leaf_size=3))
+    save_tiny_model(ids, tiny_encoder, root / "model")
     (root / "model" / "cache").mkdir()  # training leftovers stay out of the index
     np.save(root / "model" / "cache" / "states.npy", np.zeros(10))
+    emb = synthetic_embeddings
     full = build_index(synthetic_data, emb, root / "index", ids=root / "ids", model=root / "model")
-    plain = build_index(synthetic_data, emb, root / "plain")
-    return {"data": synthetic_data, "index": full, "plain": plain, "ids": ids, "root": root}
+    return {"data": synthetic_data, "index": full, "plain": plain_index, "ids": ids, "root": root}
 
 
 def test_index_with_a_model_offers_nci_and_shares_the_encoder(pipeline):

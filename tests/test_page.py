@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from tiny_index import build_tiny_index
 
 from service.app import create_app
 from service.config import Settings
@@ -30,14 +29,12 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server(tiny_encoder, synthetic_data, tmp_path_factory):
+def server(tiny_index, tmp_path_factory):
     """The service on a free loopback port, in a thread of this process."""
-    import faiss
     import uvicorn
 
-    faiss.omp_set_num_threads(1)
     root = tmp_path_factory.mktemp("page")
-    index = build_tiny_index(root, tiny_encoder, synthetic_data)
+    index = tiny_index
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -18,8 +18,6 @@ try:
 except ImportError:  # an optional test dependency: the property-based test is skipped without it
     schemathesis = None
 
-from tiny_index import build_tiny_index
-
 from nci.retrieval import load_index
 from nci.updates import open_live_index
 from service.app import create_app
@@ -29,20 +27,9 @@ from service.config import Settings
 METHODS = ("nci", "dense", "pq", "bm25")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    # OpenMP spin-waiting makes multi-threaded FAISS crawl on a busy machine; tests need no speed
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def index_dir(tiny_encoder, synthetic_data, tmp_path_factory, one_faiss_thread) -> Path:
-    return build_tiny_index(tmp_path_factory.mktemp("service"), tiny_encoder, synthetic_data)
+def index_dir(tiny_index) -> Path:
+    return tiny_index
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +84,8 @@ def test_nci_beam_bounds_the_results(reader):
     assert r.json()["beam"] == 3 and len(r.json()["results"]) == 3
 
 
-def test_unavailable_method_is_a_clear_400(tiny_encoder, synthetic_data, tmp_path):
-    plain = build_tiny_index(tmp_path, tiny_encoder, synthetic_data, model=False)
-    with make_client(plain, tmp_path) as client:
+def test_unavailable_method_is_a_clear_400(plain_index, tmp_path):
+    with make_client(plain_index, tmp_path) as client:
         r = client.post("/v1/search", json={"query": "topic", "method": "nci"})
         assert r.status_code == 400
         assert "not available" in r.json()["detail"] and "dense" in r.json()["detail"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_index import build_tiny_index
 
 from nci.manifest import ArtifactError
 from nci.updates import (
@@ -31,20 +30,9 @@ from nci.updates import (
 METHODS = ("nci", "dense", "pq", "bm25")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    # OpenMP spin-waiting makes multi-threaded FAISS crawl on a busy machine; tests need no speed
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def index_dir(tiny_encoder, synthetic_data, tmp_path_factory, one_faiss_thread) -> Path:
-    return build_tiny_index(tmp_path_factory.mktemp("updates"), tiny_encoder, synthetic_data)
+def index_dir(tiny_index) -> Path:
+    return tiny_index
 
 
 @pytest.fixture
