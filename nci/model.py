@@ -23,10 +23,11 @@ logit, where ``q`` is the mean-pooled, normalised query memory and ``w[node]`` i
 per trie node initialised with the normalised k-means centroids of the node's children. The untrained
 model then descends the docid tree like dense retrieval does, and training corrects it.
 
-Inference (``encode``, ``decode_step``, ``beam_search``) runs under ``torch.inference_mode()``, with
-bf16 autocast on CUDA. The code follows nanoGPT: one config dataclass, small modules, a checkpoint
-format (``config.json`` + ``model.safetensors`` + ``encoder/``) from which the model rebuilds itself
-without unpickling anything.
+Inference (``encode``, ``decode_step``, ``decoder_states``) runs under ``torch.inference_mode()``,
+with bf16 autocast on CUDA; the constrained beam search itself is ``nci.decoding``. The code follows
+nanoGPT: one config dataclass, small modules, a checkpoint format (``config.json`` +
+``model.safetensors`` + ``encoder/``) from which the model rebuilds itself without unpickling
+anything.
 """
 
 from __future__ import annotations
@@ -224,23 +225,6 @@ class DecoderCache:
         return dataclasses.replace(self, past=past, beams=N)
 
 
-@dataclass
-class TrieTensors:
-    """The docid trie as tensors, for vectorised constrained search (see ``nci.trie.Trie``)."""
-
-    child: torch.Tensor  # [n_nodes, k] int64, -1 = no such child
-    doc: torch.Tensor  # [n_nodes] int64, document index of a leaf, else -1
-    max_depth: int
-
-    @classmethod
-    def from_trie(cls, trie: Any, device: torch.device | str = "cpu") -> TrieTensors:
-        return cls(
-            child=torch.as_tensor(np.asarray(trie.child), dtype=torch.long, device=device),
-            doc=torch.as_tensor(np.asarray(trie.doc), dtype=torch.long, device=device),
-            max_depth=int(np.asarray(trie.depth).max()),
-        )
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -408,8 +392,9 @@ class NCIModel(nn.Module):
             query=query,
         )
 
-    def _run(self, inputs: torch.Tensor, cache: DecoderCache, use_past: bool):
-        """Decoder and PAWA transformer over ``inputs`` [B, N, T] starting at ``cache.length``."""
+    def _run(self, inputs: torch.Tensor, cache: DecoderCache, use_past: bool, pawa: bool = True):
+        """Decoder and (with ``pawa``) PAWA transformer over ``inputs`` [B, N, T] starting at
+        ``cache.length``."""
         T = inputs.shape[-1]
         pos = torch.arange(cache.length, cache.length + T, device=inputs.device)
         x = self.drop(self.tok_emb(inputs) + self.pos_emb(pos))
@@ -420,7 +405,7 @@ class NCIModel(nn.Module):
             h, present = block(h, past[i] if past else None, cache.memory_kv[i], cache.memory_mask)
             presents.append(present)
         p = None
-        if self.config.pawa:
+        if self.config.pawa and pawa:
             p = x
             for j, block in enumerate(self.pawa_blocks):
                 p, present = block(p, past[len(self.blocks) + j] if past else None)
@@ -517,56 +502,18 @@ class NCIModel(nn.Module):
             new_cache = dataclasses.replace(cache, past=presents, length=t + 1, beams=N)
             return F.log_softmax(logits.float(), dim=-1), new_cache
 
-    def beam_search(
-        self,
-        memory: torch.Tensor,
-        memory_mask: torch.Tensor,
-        trie: Any,
-        beam: int = 10,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trie-constrained beam search, vectorised over queries and beams.
+    def decoder_states(self, inputs: torch.Tensor, cache: DecoderCache) -> tuple[torch.Tensor, DecoderCache]:
+        """One step of the decoder stack alone (no PAWA transformer, no output layer), for
+        ``nci.decoding``, which holds each prefix's PAWA output layer per trie node.
 
-        Returns ``(doc_index [B, beam] int64, scores [B, beam])``, best first; ``doc_index`` indexes
-        the semantic ids' ``doc_ids`` (-1 where fewer than ``beam`` documents exist). Scores are
-        sums of log-probabilities renormalised over the valid children at each step, so a beam that
-        reached its leaf keeps its score (END is its only option).
-        """
-        tt = trie if isinstance(trie, TrieTensors) else TrieTensors.from_trie(trie, memory.device)
+        ``inputs`` [B, N, 1]: each beam's last docid token (START at the first step); ``cache``
+        already ``select``-ed to these N beams. Returns the final states ``[B, N, 1, d]`` and the
+        cache for the next step."""
         with torch.inference_mode():
-            B, k = memory.shape[0], self.config.k
-            nodes = torch.zeros(B, 1, dtype=torch.long, device=memory.device)  # root
-            scores = torch.zeros(B, 1, device=memory.device)
-            prefix = torch.zeros(B, 1, 0, dtype=torch.long, device=memory.device)
-            cache = None
-            for t in range(min(tt.max_depth, self.config.max_depth)):
-                if bool(((tt.doc[nodes] >= 0) | torch.isinf(scores)).all()):
-                    break  # every live beam is at a leaf
-                logp, cache = self.decode_step(memory, memory_mask, prefix, cache, nodes)
-                child = tt.child[nodes]  # [B, N, k]
-                valid = torch.cat([child >= 0, (tt.doc[nodes] >= 0)[..., None]], -1)
-                logp = torch.log_softmax(logp.masked_fill(~valid, float("-inf")), -1)
-                cand = (scores[..., None] + logp).flatten(1)  # [B, N*(k+1)]
-                n_keep = min(beam, cand.shape[1])
-                scores, flat = cand.topk(n_keep, dim=1)
-                parent, choice = flat // (k + 1), flat % (k + 1)
-                parent_nodes = nodes.gather(1, parent)
-                is_end = choice == k
-                next_nodes = child.flatten(1).gather(1, (parent * k + choice.clamp(max=k - 1)))
-                nodes = torch.where(is_end, parent_nodes, next_nodes)
-                dead = torch.isinf(scores)
-                nodes = torch.where(dead, torch.zeros_like(nodes), nodes)
-                token = torch.where(is_end, torch.full_like(choice, END), t * k + choice + 2)
-                prefix = torch.cat(
-                    [prefix.gather(1, parent[..., None].expand(-1, -1, t)), token[..., None]], 2
-                )
-                cache = cache.select(parent)
-            docs = tt.doc[nodes]
-            docs = torch.where(torch.isinf(scores) | (docs < 0), torch.full_like(docs, -1), docs)
-            if docs.shape[1] < beam:  # fewer candidates than beams (tiny tries)
-                pad = beam - docs.shape[1]
-                docs = F.pad(docs, (0, pad), value=-1)
-                scores = F.pad(scores, (0, pad), value=float("-inf"))
-            return docs, scores
+            h, _, _, presents = self._run(inputs, cache, use_past=cache.past is not None, pawa=False)
+            return h, dataclasses.replace(
+                cache, past=presents, length=cache.length + 1, beams=inputs.shape[1]
+            )
 
     # -- saving and loading ------------------------------------------------------------------
 

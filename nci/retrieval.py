@@ -109,16 +109,12 @@ def hits_from_arrays(doc_ids: Sequence[str], labels: np.ndarray, scores: np.ndar
 def nci_decoder(model: Any, trie: Any) -> Callable[[Any, Any, int], tuple[Any, Any]]:
     """Our constrained decoding: ``decode(memory, memory_mask, beam) -> (doc_index, scores)``.
 
-    The one place that picks the implementation, shared by the retriever and ``nci bench``.
+    The one place that picks the implementation, shared by the retriever, the service and
+    ``nci bench``.
     """
-    from nci.model import TrieTensors
+    from nci.decoding import ConstrainedDecoder
 
-    tt = trie if isinstance(trie, TrieTensors) else TrieTensors.from_trie(trie, model.device)
-
-    def decode(memory: Any, memory_mask: Any, beam: int) -> tuple[Any, Any]:
-        return model.beam_search(memory, memory_mask, tt, beam=beam)
-
-    return decode
+    return ConstrainedDecoder(model, trie)
 
 
 @dataclass

@@ -48,8 +48,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from nci.decoding import ConstrainedDecoder, TrieTensors
 from nci.manifest import ArtifactError, fingerprint, write_json_atomic, write_manifest
-from nci.model import NCIConfig, NCIModel, TrieTensors, choice_labels
+from nci.model import NCIConfig, NCIModel, choice_labels
 
 log = logging.getLogger(__name__)
 
@@ -640,6 +641,7 @@ def success_at(
 ) -> tuple[float, float]:
     """success@1 and success@10 of trie-constrained beam search over ``items`` (sharded by rank)."""
     model.eval()
+    decode = ConstrainedDecoder(model, trie)  # per call: the node heads follow the current weights
     mine = items[dist.rank :: dist.world]
     hits1 = hits10 = 0.0
     for start in range(0, len(mine), batch_size):
@@ -650,7 +652,7 @@ def success_at(
                 memory, mask = model.encode_top(feats["states"], feats["attention_mask"])
             else:
                 memory, mask = model.encode(feats["input_ids"], feats["attention_mask"])
-        docs, _ = model.beam_search(memory.float(), mask, trie, beam=beam)
+        docs, _ = decode(memory.float(), mask, beam)
         docs = docs.cpu().numpy()
         for row, (_, rel) in zip(docs, chunk, strict=True):
             rel_set = set(rel)

@@ -679,15 +679,19 @@ class LiveIndex:
     def _refresh_decode(self) -> None:
         import torch
 
-        from nci.model import TrieTensors
+        from nci.decoding import ConstrainedDecoder, TrieTensors
 
         assert self.trie is not None
         device = self.model.device
-        self._decode = TrieTensors(
+        trie = TrieTensors(
             child=torch.as_tensor(self.trie.decode_child, dtype=torch.long, device=device),
             doc=torch.as_tensor(self.trie.decode_doc, dtype=torch.long, device=device),
             max_depth=int(self.trie.depth[: self.trie.n_built].max()),
         )
+        if self._decode is None:
+            self._decode = ConstrainedDecoder(self.model, trie)
+        else:  # node numbering is stable: keep the per-node heads, swap the arrays
+            self._decode.set_trie(trie)
 
     def _load_snapshot(self, snapshot: Path) -> None:
         state = UpdateLog.read_snapshot_state(snapshot)
@@ -812,10 +816,10 @@ class LiveIndex:
         log.info("BM25 rebuilt over %d live documents in %.2f s", len(doc_ids), time.perf_counter() - start)
 
     def _search_nci(self, queries: list[str], k: int, beam: int) -> list[list[Hit]]:
-        model, tt = self.model, self._decode
+        model = self.model
         batch = model.tokenize(queries)
         memory, mask = model.encode(batch["input_ids"], batch["attention_mask"])
-        labels, scores = model.beam_search(memory, mask, tt, beam=beam)
+        labels, scores = self._decode(memory, mask, beam)
         labels, scores = labels[:, :k].cpu().numpy(), scores[:, :k].float().cpu().numpy()
         results = [
             [

@@ -10,8 +10,8 @@ import pytest
 from tiny_index import save_tiny_model
 
 from nci.bench import BenchConfig, PythonTrie, rankings_agree, reference_beam_search, run_bench
+from nci.decoding import TrieTensors, beam_search
 from nci.index import build_index
-from nci.model import TrieTensors
 from nci.retrieval import load_index
 from nci.semantic_ids import END, IdsConfig, build, digit_to_token
 
@@ -79,7 +79,7 @@ def test_reference_decoder_ranks_exactly_like_beam_search(pipeline, beam):
     model, ids = index.nci_model(), pipeline["ids"]
     batch = model.tokenize(["kalo mine", "topic 2 ruta vo", "zi", "a query about nothing in particular"])
     memory, mask = model.encode(batch["input_ids"], batch["attention_mask"])
-    fast_docs, fast_scores = model.beam_search(memory, mask, TrieTensors.from_trie(ids.trie), beam=beam)
+    fast_docs, fast_scores = beam_search(model, memory, mask, TrieTensors.from_trie(ids.trie), beam=beam)
     ref_docs, ref_scores = reference_beam_search(
         model, memory, mask, PythonTrie(ids.trie, ids.k), beam, ids.trie.max_depth
     )

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from nci.decoding import beam_search
 from nci.manifest import read_manifest, write_manifest
 from nci.train import (
     TrainConfig,
@@ -175,8 +176,8 @@ def test_train_writes_a_loadable_model_with_metrics(inputs, tmp_path):
     assert model.config.centroid_prior and model.config.d_model == 32
     sem = load_semantic_ids(inputs["ids"])
     batch = model.tokenize(["kalo mine", "rutavo"])
-    docs, scores = model.beam_search(
-        *model.encode(batch["input_ids"], batch["attention_mask"]), sem.trie, beam=3
+    docs, scores = beam_search(
+        model, *model.encode(batch["input_ids"], batch["attention_mask"]), sem.trie, beam=3
     )
     assert docs.shape == (2, 3) and (docs >= 0).all()
 

@@ -1,0 +1,235 @@
+"""Trie-constrained beam search, vectorised over queries and beams.
+
+The usual way to constrain a sequence-to-sequence model to valid identifiers (the NCI reference
+code, GENRE and DSI through transformers' ``prefix_allowed_tokens_fn``) runs the full model step for
+every beam, then asks a Python trie for each beam's allowed tokens, one beam at a time.
+:func:`nci.bench.reference_beam_search` is that method; ``nci bench`` times this module against it.
+
+Here the search state is tensors: every beam carries its trie node id, the allowed digits of all
+beams come from one gather into ``child[node]``, and invalid digits get ``-inf``. Three more things
+make a step cheap:
+
+- **PAWA heads per trie node.** The PAWA weight delta depends only on the prefix, that is, on the
+  trie node a beam sits at, never on the query. :class:`NodeHeads` runs the PAWA transformer once
+  per internal node and stores each node's full output layer (shared projection + delta, digits
+  only); decoding gathers it instead of running the PAWA transformer per beam per step.
+- **Finished beams cost nothing.** Ids are prefix-free, so a beam at a leaf can only write END,
+  whose renormalised log-probability is 0: it keeps its score without a model step.
+- **Only live beams run.** Each step sorts every query's beams so the ones at internal nodes come
+  first, and runs the decoder on that many rows (the most any query of the batch needs).
+
+Scores are sums of log-probabilities renormalised over each node's existing children, exactly the
+scores of the reference search, so the two return the same rankings (up to ties).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nci.model import START, NCIModel, autocast
+
+
+@dataclass
+class TrieTensors:
+    """The docid trie as tensors (see ``nci.trie.Trie``)."""
+
+    child: torch.Tensor  # [n_nodes, k] int64, -1 = no such child
+    doc: torch.Tensor  # [n_nodes] int64, document index of a leaf, else -1
+    max_depth: int
+
+    @classmethod
+    def from_trie(cls, trie: Any, device: torch.device | str = "cpu") -> TrieTensors:
+        if isinstance(trie, TrieTensors):
+            return trie
+        return cls(
+            child=torch.as_tensor(np.asarray(trie.child), dtype=torch.long, device=device),
+            doc=torch.as_tensor(np.asarray(trie.doc), dtype=torch.long, device=device),
+            max_depth=int(np.asarray(trie.depth).max()),
+        )
+
+
+def node_paths(child: torch.Tensor, doc: torch.Tensor, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Internal nodes grouped by depth: ``[(nodes [M], tokens [M, t]), ...]`` for t = 0, 1, ...,
+    where ``tokens`` are the docid tokens on the path from the root to each node."""
+    out = []
+    nodes = torch.zeros(1, dtype=torch.long, device=child.device)
+    tokens = torch.zeros(1, 0, dtype=torch.long, device=child.device)
+    t = 0
+    while len(nodes):
+        internal = doc[nodes] < 0
+        nodes, tokens = nodes[internal], tokens[internal]
+        if len(nodes):
+            out.append((nodes, tokens))
+        kids = child[nodes]  # [M, k]
+        parent, digit = (kids >= 0).nonzero(as_tuple=True)
+        step = t * k + digit + 2
+        nodes = kids[parent, digit]
+        tokens = torch.cat([tokens[parent], step[:, None]], 1)
+        t += 1
+    return out
+
+
+@dataclass
+class NodeHeads:
+    """Each internal trie node's output layer over its ``k`` digits.
+
+    ``weight[row[n]]`` [k, d] and ``bias[row[n]]`` [k] score the digits below node ``n`` from the
+    decoder state; ``prior[n]`` [k, d] (centroid prior only, scale folded in) scores them from the
+    pooled query. Leaves have ``row = -1``: they are never expanded. Size:
+    ``internal nodes x k x d_model`` floats (plus ``n_nodes x k x d_model`` with the prior).
+    """
+
+    row: torch.Tensor  # [n_nodes] int64
+    weight: torch.Tensor  # [n_internal, k, d]
+    bias: torch.Tensor  # [n_internal, k]
+    prior: torch.Tensor | None  # [n_nodes, k, d]
+
+    @classmethod
+    @torch.inference_mode()
+    def build(cls, model: NCIModel, trie: TrieTensors, chunk: int = 4096) -> NodeHeads:
+        cfg = model.config
+        k = cfg.k
+        if trie.child.shape[1] != k:
+            raise ValueError(f"the trie has k={trie.child.shape[1]}, the model k={k}")
+        n_nodes = trie.child.shape[0]
+        groups = node_paths(trie.child, trie.doc, k)
+        if groups and len(groups) > cfg.max_depth:
+            raise ValueError(f"the trie is deeper ({len(groups)} digits) than the model ({cfg.max_depth})")
+        row = torch.full((n_nodes,), -1, dtype=torch.long, device=trie.child.device)
+        weights, biases = [], []
+        n_rows = 0
+        for t, (nodes, tokens) in enumerate(groups):
+            digits = model.choices[t, :k]
+            shared_w, shared_b = model.out_weight[digits], model.out_bias[digits]  # [k, d], [k]
+            for s in range(0, len(nodes), chunk):
+                part = tokens[s : s + chunk]
+                if cfg.pawa:
+                    # prefix_weights reads position t's prefix from targets[:, :t]; the last
+                    # target is never read
+                    targets = F.pad(part, (0, 1), value=START)
+                    delta = model.prefix_weights(targets)[:, t, :k]  # [m, k, d]
+                    weights.append(shared_w + delta)
+                else:
+                    weights.append(shared_w.expand(len(part), -1, -1))
+                biases.append(shared_b.expand(len(part), -1))
+            row[nodes] = torch.arange(n_rows, n_rows + len(nodes), device=row.device)
+            n_rows += len(nodes)
+        d = cfg.d_model
+        weight = torch.cat(weights) if weights else model.out_weight.new_zeros(0, k, d)
+        bias = torch.cat(biases) if biases else model.out_bias.new_zeros(0, k)
+        prior = None
+        if cfg.centroid_prior:
+            if model.node_weight.shape[0] < n_nodes:
+                raise ValueError(
+                    f"the trie has {n_nodes} nodes, the model's centroid prior {model.node_weight.shape[0]}"
+                )
+            prior = (model.node_scale * model.node_weight[:n_nodes]).float()
+        return cls(row=row, weight=weight.float().contiguous(), bias=bias.float().contiguous(), prior=prior)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.row, self.weight, self.bias] + ([self.prior] if self.prior is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class ConstrainedDecoder:
+    """``decoder(memory, memory_mask, beam) -> (doc_index [B, beam], scores [B, beam])``.
+
+    Built once per (model, trie); :meth:`set_trie` swaps in an updated trie with the same node
+    numbering (live deletions prune children; node ids never change), keeping the node heads.
+    Changing the model's weights needs a new decoder.
+    """
+
+    def __init__(self, model: NCIModel, trie: Any):
+        self.model = model
+        self.trie = TrieTensors.from_trie(trie, model.device)
+        self.heads = NodeHeads.build(model, self.trie)
+
+    def set_trie(self, trie: Any) -> None:
+        trie = TrieTensors.from_trie(trie, self.model.device)
+        if trie.child.shape[0] > self.heads.row.shape[0]:
+            raise ValueError("the new trie has nodes the decoder has no heads for; build a new decoder")
+        self.trie = trie
+
+    def __call__(self, memory: torch.Tensor, memory_mask: torch.Tensor, beam: int = 10):
+        return self.search(memory, memory_mask, beam)
+
+    @torch.inference_mode()
+    def search(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor, beam: int = 10
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(doc_index [B, beam] int64, scores [B, beam] float)``, best first;
+        ``doc_index`` indexes the semantic ids' ``doc_ids``; -1 (score -inf) where fewer than
+        ``beam`` documents can be reached."""
+        if beam < 1:
+            raise ValueError(f"beam must be at least 1, got {beam}")
+        model, tt, heads = self.model, self.trie, self.heads
+        k = model.config.k
+        device = memory.device
+        B = memory.shape[0]
+        with autocast(device):
+            cache = model.start(memory, memory_mask)
+        query = None if cache.query is None else cache.query.float()
+        nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # every search starts at the root
+        scores = torch.zeros(B, 1, device=device)
+        inputs = torch.full((B, 1), START, dtype=torch.long, device=device)  # next decoder input
+        parents = torch.zeros(B, 1, dtype=torch.long, device=device)  # cache row of each beam
+        neg_inf = torch.tensor(float("-inf"), device=device)
+        for t in range(min(tt.max_depth, model.config.max_depth)):
+            live = (tt.doc[nodes] < 0) & torch.isfinite(scores)
+            if not bool(live.any()):
+                break
+            # live beams first; run the decoder on as many rows as the busiest query needs
+            order = torch.sort((~live).to(torch.int8), dim=1, stable=True).indices
+            nodes, scores, inputs, parents, live = (
+                x.gather(1, order) for x in (nodes, scores, inputs, parents, live)
+            )
+            n = int(live.sum(1).max())
+            cache = cache.select(parents[:, :n])
+            with autocast(device):
+                h, cache = model.decoder_states(inputs[:, :n, None], cache)
+            h = h[:, :, 0].float()  # [B, n, d]
+            run = nodes[:, :n]
+            rows = heads.row[run].clamp(min=0)
+            logits = torch.einsum("bnd,bnjd->bnj", h, heads.weight[rows]) + heads.bias[rows]
+            if heads.prior is not None:
+                logits = logits + torch.einsum("bd,bnjd->bnj", query, heads.prior[run])
+            child = tt.child[run]  # [B, n, k]
+            ok = (child >= 0) & live[:, :n, None]
+            logp = torch.log_softmax(logits.masked_fill(~ok, float("-inf")), -1)
+            logp = torch.where(ok, logp, neg_inf)  # rows with no valid child give NaN above
+            # candidates: finished beams keep their score; live beams offer their children
+            done = torch.where(live, neg_inf, scores)  # [B, N]
+            grown = (scores[:, :n, None] + logp).flatten(1)  # [B, n*k]
+            cand = torch.cat([done, grown], 1)
+            N = done.shape[1]
+            scores, pick = cand.topk(min(beam, cand.shape[1]), dim=1)
+            is_child = pick >= N
+            c = (pick - N).clamp(min=0)
+            parent, digit = c // k, c % k
+            kept = nodes.gather(1, pick.clamp(max=N - 1))
+            grown_node = child.flatten(1).gather(1, c)
+            nodes = torch.where(is_child, grown_node, kept)
+            nodes = torch.where(torch.isfinite(scores), nodes, torch.zeros_like(nodes))
+            inputs = t * k + digit + 2
+            parents = parent  # only meaningful for children, the only beams that run again
+        docs = tt.doc[nodes]
+        docs = torch.where(torch.isinf(scores) | (docs < 0), torch.full_like(docs, -1), docs)
+        if docs.shape[1] < beam:  # fewer candidates than beams (tiny tries)
+            pad = beam - docs.shape[1]
+            docs = F.pad(docs, (0, pad), value=-1)
+            scores = F.pad(scores, (0, pad), value=float("-inf"))
+        return docs, scores
+
+
+def beam_search(
+    model: NCIModel, memory: torch.Tensor, memory_mask: torch.Tensor, trie: Any, beam: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-off search (builds the node heads each call; keep a :class:`ConstrainedDecoder` to
+    search many batches)."""
+    return ConstrainedDecoder(model, trie)(memory, memory_mask, beam)
