@@ -60,13 +60,14 @@ AIMS = {"decode_vs_generate": 10.0, "nci_vs_dense": 0.5}
 
 @dataclass(frozen=True)
 class BenchConfig:
-    methods: tuple[str, ...] = ("nci", "dense", "pq", "bm25")
+    methods: tuple[str, ...] = ("nci", "dense", "pq", "bm25", "nci+dense")
     split: str = "test"
     k: int = 100
     batch_size: int = 64
     # NCI beam sizes; the first is the "nci" entry, others are "nci-beam{B}"
     beams: tuple[int, ...] = (100, 10)
     pq_rerank: int = 0  # > 0 adds "pq-rerank{R}": PQ candidates re-ranked with exact vectors
+    hybrid_weight: float = 20.0  # nci+dense: weight of the cosine similarity (beam: the first of beams)
     latency_queries: int = 200
     decode_beams: tuple[int, ...] = (10, 100)
     decode_queries: int = 256
@@ -379,8 +380,10 @@ def method_plan(config: BenchConfig) -> list[tuple[str, str, dict[str, Any]]]:
                 plan.append((f"pq-rerank{config.pq_rerank}", "pq", {"rerank": config.pq_rerank}))
         elif method in {"dense", "bm25"}:
             plan.append((method, method, {}))
+        elif method == "nci+dense":
+            plan.append((method, method, {"beam": config.beams[0], "weight": config.hybrid_weight}))
         else:
-            raise ValueError(f"unknown method '{method}'; choose from nci, dense, pq, bm25")
+            raise ValueError(f"unknown method '{method}'; choose from nci, dense, pq, bm25, nci+dense")
     return plan
 
 
@@ -726,6 +729,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also run PQ re-ranking k*R candidates exactly (default 0: off)",
     )
     p.add_argument(
+        "--hybrid-weight",
+        type=float,
+        default=d.hybrid_weight,
+        help="nci+dense: weight of the cosine similarity beside the NCI log-probability (default 20)",
+    )
+    p.add_argument(
         "--latency-queries",
         type=int,
         default=d.latency_queries,
@@ -776,6 +785,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         batch_size=args.batch_size,
         beams=args.beams,
         pq_rerank=args.pq_rerank,
+        hybrid_weight=args.hybrid_weight,
         latency_queries=args.latency_queries,
         decode_beams=args.decode_beams,
         decode_queries=args.decode_queries,

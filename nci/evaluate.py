@@ -151,7 +151,7 @@ def read_trec_run(path: str | Path) -> Run:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset (BEIR layout)")
     p.add_argument("--index", required=True, type=Path, help="index directory (nci index build)")
-    p.add_argument("--method", required=True, help="nci, dense, pq or bm25")
+    p.add_argument("--method", required=True, help="nci, dense, pq, bm25 or nci+dense")
     p.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
     p.add_argument("--k", type=int, default=100, help="results per query (default 100)")
     p.add_argument("--beam", type=int, default=None, help="nci beam size (default: k)")

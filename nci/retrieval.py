@@ -49,7 +49,8 @@ BM25 = "bm25"
 IDS = "ids"
 MODEL = "model"
 
-METHODS = ("nci", "dense", "pq", "bm25")
+METHODS = ("nci", "dense", "pq", "bm25", "nci+dense")
+HYBRID_WEIGHT = 20.0  # nci+dense: weight of the cosine similarity beside the NCI log-probability
 
 Hits = list[tuple[str, float]]
 
@@ -149,6 +150,39 @@ class NCIRetriever:
         return hits_from_arrays(self.doc_ids, labels, scores)
 
 
+@dataclass
+class HybridRetriever:
+    """``nci+dense``: NCI's beam re-scored with dense similarity.
+
+    Each document NCI returns gets ``log p_NCI(id | query) + weight * cos(query, document)``, with
+    the query embedded by the index's query encoder and the document vector from
+    ``embeddings.npy``. The candidates are NCI's alone (at most ``beam``); dense search adds none.
+    """
+
+    name: str
+    nci: NCIRetriever
+    encoder: Any  # nci.baselines.QueryEncoder
+    embeddings: np.ndarray  # [n_docs, dim], rows in ``positions`` order
+    positions: dict[str, int]  # doc id -> row of embeddings
+    weight: float = HYBRID_WEIGHT
+
+    def search(self, queries: list[str], k: int) -> list[Hits]:
+        if not queries:
+            return []
+        beams = self.nci.search(queries, self.nci.beam)
+        vectors = self.encoder.encode(queries)
+        out = []
+        for q, hits in zip(vectors, beams, strict=True):
+            if not hits:
+                out.append([])
+                continue
+            rows = np.array([self.positions[d] for d, _ in hits])
+            cos = np.asarray(self.embeddings[rows], dtype=np.float32) @ q
+            scored = [(d, s + self.weight * float(c)) for (d, s), c in zip(hits, cos, strict=True)]
+            out.append(sorted(scored, key=lambda h: -h[1])[:k])
+        return out
+
+
 # --- the index directory ---------------------------------------------------------------------
 
 
@@ -190,6 +224,10 @@ class Index:
         """Each method -> None when it can be used, else why not."""
         out = {}
         for method in METHODS:
+            if method == "nci+dense":
+                needs = [m for m in ("nci", "dense") if out[m]]
+                out[method] = f"needs {' and '.join(needs)}" if needs else None
+                continue
             info = self.manifest.get("methods", {}).get(method)
             out[method] = (info or {}).get("unavailable") if info else "not in this index"
         return out
@@ -197,6 +235,8 @@ class Index:
     def method_files(self, method: str, **opts: Any) -> list[str]:
         """Index-relative paths a method loads (besides the document store)."""
         self._check_method(method)
+        if method == "nci+dense":
+            return sorted(set(self.method_files("nci") + self.method_files("dense") + [EMBEDDINGS]))
         files = list(self.manifest["methods"][method].get("files", []))
         if method == "pq" and opts.get("rerank"):
             files.append(EMBEDDINGS)
@@ -235,7 +275,8 @@ class Index:
         return np.load(self.path / EMBEDDINGS, mmap_mode="r")
 
     def retriever(self, method: str, **opts: Any) -> Retriever:
-        """A retriever for ``method``: "dense", "pq" (``rerank=R``), "bm25" or "nci" (``beam=B``)."""
+        """A retriever for ``method``: "dense", "pq" (``rerank=R``), "bm25", "nci" (``beam=B``) or
+        "nci+dense" (``beam=B``, ``weight=W``)."""
         from nci.baselines import BM25Retriever, FaissRetriever
 
         self._check_method(method)
@@ -270,6 +311,17 @@ class Index:
             )
         if method == "nci":
             return self._nci_retriever(beam=int(opts.get("beam", 10)))
+        if method == "nci+dense":
+            nci = self._nci_retriever(beam=int(opts.get("beam", 10)))
+            weight = float(opts.get("weight", HYBRID_WEIGHT))
+            return HybridRetriever(
+                f"nci+dense-beam{nci.beam}",
+                nci,
+                self.query_encoder,
+                self.embeddings,
+                {d: i for i, d in enumerate(self.doc_ids)},
+                weight,
+            )
         raise AssertionError(method)
 
     def nci_model(self) -> Any:

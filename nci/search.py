@@ -10,7 +10,7 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, type=Path, help="index directory (nci index build)")
-    p.add_argument("--method", default="dense", help="nci, dense, pq or bm25 (default dense)")
+    p.add_argument("--method", default="dense", help="nci, dense, pq, bm25 or nci+dense (default dense)")
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--beam", type=int, default=None, help="nci beam size (default: max(k, 10))")
     p.add_argument("--rerank", type=int, default=0, help="pq only: re-rank k*R candidates exactly")
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.threads:
         set_threads(args.threads)
     index = load_index(args.index)
-    opts = {"beam": args.beam or max(args.k, 10)} if args.method == "nci" else {}
+    opts = {"beam": args.beam or max(args.k, 10)} if args.method.startswith("nci") else {}
     if args.method == "pq" and args.rerank:
         opts["rerank"] = args.rerank
     retriever = index.retriever(args.method, **opts)

@@ -784,6 +784,8 @@ class LiveIndex:
         with self.lock:
             if method == "nci":
                 return self._search_nci(queries, k, beam or max(k, self.default_beam))
+            if method == "nci+dense":
+                return self._search_hybrid(queries, k, beam or max(k, self.default_beam))
             if method == "bm25":
                 return self._search_bm25(queries, k)
             vecs = self.encoder.encode(queries)
@@ -814,6 +816,21 @@ class LiveIndex:
         self._bm25_stale = set()
         self._bm25_dirty = False
         log.info("BM25 rebuilt over %d live documents in %.2f s", len(doc_ids), time.perf_counter() - start)
+
+    def _search_hybrid(self, queries: list[str], k: int, beam: int) -> list[list[Hit]]:
+        """NCI's beam (dense fallback included) re-scored as ``nci.retrieval.HybridRetriever``."""
+        from nci.retrieval import HYBRID_WEIGHT
+
+        results = self._search_nci(queries, beam, beam)
+        qv = self.encoder.encode(queries)
+        out = []
+        for q, hits in zip(qv, results, strict=True):
+            scored = [
+                Hit(h.doc_id, h.score + HYBRID_WEIGHT * float(self._vector(h.doc_id) @ q), "nci+dense")
+                for h in hits
+            ]
+            out.append(sorted(scored, key=lambda h: -h.score)[:k])
+        return out
 
     def _search_nci(self, queries: list[str], k: int, beam: int) -> list[list[Hit]]:
         model = self.model

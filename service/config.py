@@ -13,8 +13,6 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-METHODS = ("nci", "dense", "pq", "bm25")
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NCI_", extra="ignore")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Method = Literal["nci", "dense", "pq", "bm25"]
+Method = Literal["nci", "dense", "pq", "bm25", "nci+dense"]
 
 
 def _encodable(value: str, what: str) -> str:
@@ -37,12 +37,17 @@ class SearchRequest(BaseModel):
     query: str | None = Field(None, description="the query; give this or `queries`")
     queries: list[str] | None = Field(None, description="a batch of queries; give this or `query`")
     k: int = Field(10, ge=1, le=1000, description="results per query")
-    method: Method = Field("nci", description="nci, dense (exact inner product), pq (4-bit PQ) or bm25")
+    method: Method = Field(
+        "nci",
+        description="nci, dense (exact inner product), pq (4-bit PQ), bm25, or nci+dense "
+        "(NCI's beam re-scored with dense similarity)",
+    )
     beam: int | None = Field(
         None,
         ge=1,
         le=1000,
-        description="nci only: beam size (default max(k, 10); nci returns at most `beam` results)",
+        description="nci and nci+dense only: beam size (default max(k, 10); they return at most "
+        "`beam` results)",
     )
     snippets: bool = Field(True, description="include a text snippet per result")
 
@@ -73,7 +78,7 @@ class SearchHit(BaseModel):
     id: str
     score: float = Field(
         description="the method's score: log-probability for nci, inner product for dense "
-        "and pq, BM25 score for bm25"
+        "and pq, BM25 score for bm25, log-probability + 20 x cosine for nci+dense"
     )
     title: str
     snippet: str | None = None

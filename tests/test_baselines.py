@@ -26,6 +26,7 @@ def built(synthetic_data, synthetic_embeddings, plain_index):
 def test_every_baseline_satisfies_the_interface(built):
     index = load_index(built[2])
     assert index.methods()["nci"] == "the index was built without --ids and --model"
+    assert index.methods()["nci+dense"] == "needs nci"
     queries = ["kalo mine ruta", "zzz", "topic 3"]
     for method in ("dense", "pq", "bm25"):
         r = index.retriever(method)

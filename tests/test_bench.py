@@ -49,7 +49,7 @@ def pipeline(tiny_encoder, synthetic_data, synthetic_embeddings, plain_index, tm
 
 def test_index_with_a_model_offers_nci_and_shares_the_encoder(pipeline):
     index = load_index(pipeline["index"])
-    assert index.methods() == {"nci": None, "dense": None, "pq": None, "bm25": None}
+    assert index.methods() == {"nci": None, "dense": None, "pq": None, "bm25": None, "nci+dense": None}
     # the untrained model keeps the embedding encoder's weights, so the index stores it once
     assert index.manifest["query_encoder"]["path"] == "model/encoder"
     assert not (pipeline["index"] / "encoder").exists()
@@ -116,6 +116,26 @@ def test_nci_retriever_batched_equals_one_by_one(pipeline):
     assert len(nci.search(["x"], 100)[0]) == 6  # at most beam results
 
 
+def test_nci_plus_dense_rescores_the_nci_beam_with_cosine_similarity(pipeline):
+    index = load_index(pipeline["index"])
+    queries = ["kalo mine", "topic 2 ruta vo", "zi"]
+    nci = index.retriever("nci", beam=6).search(queries, 6)
+    hybrid = index.retriever("nci+dense", beam=6, weight=5.0)
+    plain = index.retriever("nci+dense", beam=6, weight=0.0)
+    vectors = index.query_encoder.encode(queries)
+    row = {d: i for i, d in enumerate(index.doc_ids)}
+    for q, beam_hits, hits, zero in zip(
+        vectors, nci, hybrid.search(queries, 4), plain.search(queries, 6), strict=True
+    ):
+        expected = sorted(
+            ((d, s + 5.0 * float(index.embeddings[row[d]] @ q)) for d, s in beam_hits), key=lambda h: -h[1]
+        )[:4]
+        assert [d for d, _ in hits] == [d for d, _ in expected]
+        np.testing.assert_allclose([s for _, s in hits], [s for _, s in expected], rtol=1e-5)
+        assert [d for d, _ in zero] == [d for d, _ in beam_hits]  # weight 0: NCI's own order
+    assert hybrid.search([], 4) == []
+
+
 def _check_outputs(out, methods):
     report = json.loads((out / "results.json").read_text())
     assert set(report["methods"]) == methods
@@ -132,7 +152,7 @@ def test_bench_runs_every_method_and_writes_the_three_files(pipeline, tmp_path):
     )
     out = tmp_path / "bench"
     report = run_bench(pipeline["data"], pipeline["index"], out, config)
-    _check_outputs(out, {"nci", "nci-beam3", "dense", "pq", "bm25"})
+    _check_outputs(out, {"nci", "nci-beam3", "dense", "pq", "bm25", "nci+dense"})
     for key, r in report["methods"].items():
         assert METHOD_KEYS <= set(r), key
         assert 0 <= r["success@1"] <= r["success@10"] <= r["success@100"] <= 1

@@ -24,7 +24,7 @@ from service.app import create_app
 from service.batching import Batcher
 from service.config import Settings
 
-METHODS = ("nci", "dense", "pq", "bm25")
+METHODS = ("nci", "dense", "pq", "bm25", "nci+dense")
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +64,14 @@ def test_search_each_method(reader, method):
         assert hit["title"].startswith("topic") and hit["snippet"] and hit["source"] == method
     scores = [h["score"] for h in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert (body.get("beam") is not None) == (method == "nci")
+    assert (body.get("beam") is not None) == method.startswith("nci")
 
 
 def test_service_returns_what_the_library_returns(reader, index_dir):
     index = load_index(index_dir)
     queries = ["topic 1 mine", "ruta kalo", "topic 4"]
-    for method in ("dense", "bm25", "nci"):
-        opts = {"beam": 10} if method == "nci" else {}
+    for method in ("dense", "bm25", "nci", "nci+dense"):
+        opts = {"beam": 10} if method.startswith("nci") else {}
         expected = index.retriever(method, **opts).search(queries, 10)
         r = reader.post("/v1/search", json={"queries": queries, "k": 10, "method": method, "beam": 10})
         got = [[h["id"] for h in q["results"]] for q in r.json()["batch"]]

@@ -100,7 +100,7 @@ async def search(body: SearchRequest, state: StateDep, live: LiveDep, _: ReadAcc
             f"use one of: {', '.join(available)}",
         )
     beam = None
-    if body.method == "nci":
+    if body.method.startswith("nci"):
         if body.beam is not None and body.beam > s.max_beam:
             raise HTTPException(422, f"beam: {body.beam} is over the limit of {s.max_beam}")
         beam = body.beam or min(max(body.k, s.default_beam), s.max_beam)
