@@ -161,6 +161,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="pq only: re-rank k*R candidates with the exact vectors (0 = off)",
     )
+    p.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="INDEX",
+        help="nci only: more index directories (other id variants of the same corpus) whose NCI "
+        "rankings are fused with --index's by rank voting",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and FAISS")
     p.add_argument("--run-out", type=Path, default=None, help="write the results as a TREC run file")
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     from nci.data import load_qrels, split_queries
-    from nci.retrieval import load_index, search_batched, set_threads
+    from nci.retrieval import ensemble, load_index, search_batched, set_threads
 
     if args.threads:
         set_threads(args.threads)
@@ -189,7 +198,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if not queries:
         parser.error(f"{args.data}: no queries with qrels in split '{args.split}'")
     index = load_index(args.index)
-    retriever = index.retriever(args.method, **method_options(args.method, args.beam, args.rerank, args.k))
+    if args.ensemble:
+        if args.method != "nci":
+            parser.error("--ensemble works with --method nci")
+        indexes = [index, *(load_index(p) for p in args.ensemble)]
+        retriever = ensemble(indexes, beam=args.beam or args.k)
+    else:
+        retriever = index.retriever(
+            args.method, **method_options(args.method, args.beam, args.rerank, args.k)
+        )
     qids = list(queries)
     results = search_batched(retriever, [queries[q] for q in qids], args.k, args.batch_size, progress=True)
     metrics = evaluate(ranked_run(qids, results), qrels)
@@ -199,7 +216,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     print(
         json.dumps(
             {
-                "method": args.method,
+                "method": retriever.name if args.ensemble else args.method,
                 "split": args.split,
                 "queries": len(judged_queries(qrels)),
                 **{key: round(v, 4) for key, v in metrics.items()},

@@ -183,6 +183,44 @@ class HybridRetriever:
         return out
 
 
+def rank_vote(rankings: Sequence[Hits], k: int) -> Hits:
+    """Fuse rankings by the NCI paper's rank voting: a document at rank ``r`` (1-based) of a
+    ranking gets ``1 / (r / 5 + 1)`` votes; votes add up over rankings; best ``k`` first (ties by
+    first appearance)."""
+    votes: dict[str, float] = {}
+    for hits in rankings:
+        for r, (doc_id, _) in enumerate(hits, 1):
+            votes[doc_id] = votes.get(doc_id, 0.0) + 1.0 / (r / 5 + 1)
+    return sorted(votes.items(), key=lambda v: -v[1])[:k]
+
+
+@dataclass
+class EnsembleRetriever:
+    """Several NCI models, typically trained on id variants (``nci ids build --seed S``) of one
+    corpus, each in its own index directory; their rankings are fused by :func:`rank_vote`."""
+
+    name: str
+    members: list[Retriever]
+
+    def search(self, queries: list[str], k: int) -> list[Hits]:
+        if not queries:
+            return []
+        per_member = [m.search(queries, k) for m in self.members]
+        return [rank_vote([rankings[i] for rankings in per_member], k) for i in range(len(queries))]
+
+
+def ensemble(indexes: Sequence[Index], beam: int = 10) -> EnsembleRetriever:
+    """An :class:`EnsembleRetriever` over the NCI models of ``indexes`` (same documents)."""
+    if len(indexes) < 2:
+        raise ValueError("an ensemble needs at least two index directories")
+    first = set(indexes[0].doc_ids)
+    for other in indexes[1:]:
+        if set(other.doc_ids) != first:
+            raise ArtifactError(f"{other.path}: holds other documents than {indexes[0].path}")
+    members: list[Retriever] = [ix.retriever("nci", beam=beam) for ix in indexes]
+    return EnsembleRetriever(f"nci-ensemble{len(members)}-beam{beam}", members)
+
+
 # --- the index directory ---------------------------------------------------------------------
 
 

@@ -14,6 +14,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--beam", type=int, default=None, help="nci beam size (default: max(k, 10))")
     p.add_argument("--rerank", type=int, default=0, help="pq only: re-rank k*R candidates exactly")
+    p.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="INDEX",
+        help="nci only: more index directories (other id variants) fused with --index by rank "
+        "voting; end the list with -- before the queries",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per query")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and FAISS")
     p.add_argument("queries", nargs="+", metavar="QUERY")
@@ -25,7 +34,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be >= 1")
-    from nci.retrieval import load_index, set_threads
+    from nci.retrieval import ensemble, load_index, set_threads
 
     if args.threads:
         set_threads(args.threads)
@@ -33,7 +42,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     opts = {"beam": args.beam or max(args.k, 10)} if args.method.startswith("nci") else {}
     if args.method == "pq" and args.rerank:
         opts["rerank"] = args.rerank
-    retriever = index.retriever(args.method, **opts)
+    if args.ensemble:
+        if args.method != "nci":
+            parser.error("--ensemble works with --method nci")
+        retriever = ensemble([index, *(load_index(p) for p in args.ensemble)], beam=opts["beam"])
+    else:
+        retriever = index.retriever(args.method, **opts)
     results = retriever.search(list(args.queries), args.k)
     for query, hits in zip(args.queries, results, strict=True):
         if args.json:

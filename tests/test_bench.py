@@ -12,7 +12,7 @@ from tiny_index import save_tiny_model
 from nci.bench import BenchConfig, PythonTrie, rankings_agree, reference_beam_search, run_bench
 from nci.decoding import TrieTensors, beam_search
 from nci.index import build_index
-from nci.retrieval import load_index
+from nci.retrieval import ensemble, load_index, rank_vote
 from nci.semantic_ids import END, IdsConfig, build, digit_to_token
 
 METHOD_KEYS = {
@@ -134,6 +134,36 @@ def test_nci_plus_dense_rescores_the_nci_beam_with_cosine_similarity(pipeline):
         np.testing.assert_allclose([s for _, s in hits], [s for _, s in expected], rtol=1e-5)
         assert [d for d, _ in zero] == [d for d, _ in beam_hits]  # weight 0: NCI's own order
     assert hybrid.search([], 4) == []
+
+
+def test_rank_vote_adds_one_over_rank_fifth_plus_one():
+    fused = rank_vote([[("a", -0.1), ("b", -0.2)], [("b", -0.3), ("c", -0.4)]], k=10)
+    assert [d for d, _ in fused] == ["b", "a", "c"]
+    np.testing.assert_allclose([v for _, v in fused], [1 / 1.4 + 1 / 1.2, 1 / 1.2, 1 / 1.4])
+    assert rank_vote([[("a", 0.0), ("b", 0.0)]], k=1) == [("a", pytest.approx(1 / 1.2))]
+
+
+def test_an_ensemble_of_one_model_twice_keeps_its_ranking(pipeline, capsys):
+    index = load_index(pipeline["index"])
+    queries = ["kalo mine", "topic 2 ruta vo", "zi"]
+    single = index.retriever("nci", beam=6).search(queries, 6)
+    fused = ensemble([index, load_index(pipeline["index"])], beam=6).search(queries, 6)
+    assert [[d for d, _ in h] for h in fused] == [[d for d, _ in h] for h in single]
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble([index])
+    from nci.evaluate import main as evaluate_main
+
+    args = ["--data", str(pipeline["data"]), "--index", str(pipeline["index"]), "--method", "nci"]
+    assert evaluate_main([*args, "--k", "10", "--ensemble", str(pipeline["index"])]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "nci-ensemble2-beam10"
+    with pytest.raises(SystemExit):
+        evaluate_main([*args[:-1], "dense", "--ensemble", str(pipeline["index"])])
+    from nci.search import main as search_main
+
+    search = ["--index", str(pipeline["index"]), "--method", "nci", "--k", "3", "--beam", "6", "--json"]
+    assert search_main([*search, "--ensemble", str(pipeline["index"]), "--", "kalo mine"]) == 0
+    hits = json.loads(capsys.readouterr().out)["results"]
+    assert [h["id"] for h in hits] == [d for d, _ in single[0][:3]]
 
 
 def _check_outputs(out, methods):
