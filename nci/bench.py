@@ -588,17 +588,17 @@ def results_markdown(report: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['usable_cpus']} usable CPUs, {m['threads']} threads; torch {m['torch']}, "
         f"faiss {m['faiss']}; commit {report['commit'] or 'unknown'}; {report['date']}.",
         "",
-        "| method | success@1 | success@10 | success@100 | MRR@100 | nDCG@10 | QPS b1 | QPS b64 "
-        "| p50 ms | p99 ms | index MB | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | success@1 | success@10 | success@100 | MRR@100 | nDCG@10 | recall@100 | QPS b1 "
+        "| QPS b64 | p50 ms | p99 ms | index MB | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, r in report["methods"].items():
         if r.get("skipped"):
-            lines.append(f"| {key} | skipped: {r['skipped']} |" + " |" * 10)
+            lines.append(f"| {key} | skipped: {r['skipped']} |" + " |" * 11)
             continue
         lines.append(
             f"| {key} | {_fmt(r['success@1'])} | {_fmt(r['success@10'])} | {_fmt(r['success@100'])} "
-            f"| {_fmt(r['mrr@100'])} | {_fmt(r['ndcg@10'])} "
+            f"| {_fmt(r['mrr@100'])} | {_fmt(r['ndcg@10'])} | {_fmt(r.get('recall@100'))} "
             f"| {_fmt(r['qps_b1'], 1)} | {_fmt(r['qps_b64'], 1)} "
             f"| {_fmt(r['p50_ms'], 1)} | {_fmt(r['p99_ms'], 1)} | {_fmt(r['index_bytes'] / 2**20, 1)} "
             f"| {_fmt(r['peak_rss_mb'], 0)} |"
