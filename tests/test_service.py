@@ -458,7 +458,7 @@ def test_squad_index_serves_searches_updates_and_bad_input(tmp_path):
                 bool(set(qrels[q]) & {h["id"] for h in b["results"]})
                 for q, b in zip(sample, batch, strict=True)
             )
-            if method != "nci":  # the NCI model here is untrained
+            if not method.startswith("nci"):  # the NCI model here is untrained
                 assert found / len(sample) >= 0.8, method
         doc = {
             "_id": "live-1",
