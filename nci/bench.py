@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from nci.manifest import atomic_output_dir, git_commit
+from nci.retrieval import HYBRID_WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class BenchConfig:
     # NCI beam sizes; the first is the "nci" entry, others are "nci-beam{B}"
     beams: tuple[int, ...] = (100, 10)
     pq_rerank: int = 0  # > 0 adds "pq-rerank{R}": PQ candidates re-ranked with exact vectors
-    hybrid_weight: float = 20.0  # nci+dense: weight of the cosine similarity (beam: the first of beams)
+    hybrid_weight: float = HYBRID_WEIGHT  # nci+dense: weight of the cosine (beam: the first of beams)
     latency_queries: int = 200
     decode_beams: tuple[int, ...] = (10, 100)
     decode_queries: int = 256

@@ -79,15 +79,13 @@ class NodeHeads:
     """Each internal trie node's output layer over its ``k`` digits.
 
     ``weight[row[n]]`` [k, d] and ``bias[row[n]]`` [k] score the digits below node ``n`` from the
-    decoder state; ``prior[n]`` [k, d] (centroid prior only, scale folded in) scores them from the
-    pooled query. Leaves have ``row = -1``: they are never expanded. Size:
-    ``internal nodes x k x d_model`` floats (plus ``n_nodes x k x d_model`` with the prior).
+    decoder state (the centroid prior, already a table per node, is read from the model). Leaves
+    have ``row = -1``: they are never expanded. Size: ``internal nodes x k x d_model`` floats.
     """
 
     row: torch.Tensor  # [n_nodes] int64
     weight: torch.Tensor  # [n_internal, k, d]
     bias: torch.Tensor  # [n_internal, k]
-    prior: torch.Tensor | None  # [n_nodes, k, d]
 
     @classmethod
     @torch.inference_mode()
@@ -119,22 +117,18 @@ class NodeHeads:
                 biases.append(shared_b.expand(len(part), -1))
             row[nodes] = torch.arange(n_rows, n_rows + len(nodes), device=row.device)
             n_rows += len(nodes)
+        if cfg.centroid_prior and model.node_weight.shape[0] < n_nodes:
+            raise ValueError(
+                f"the trie has {n_nodes} nodes, the model's centroid prior {model.node_weight.shape[0]}"
+            )
         d = cfg.d_model
         weight = torch.cat(weights) if weights else model.out_weight.new_zeros(0, k, d)
         bias = torch.cat(biases) if biases else model.out_bias.new_zeros(0, k)
-        prior = None
-        if cfg.centroid_prior:
-            if model.node_weight.shape[0] < n_nodes:
-                raise ValueError(
-                    f"the trie has {n_nodes} nodes, the model's centroid prior {model.node_weight.shape[0]}"
-                )
-            prior = (model.node_scale * model.node_weight[:n_nodes]).float()
-        return cls(row=row, weight=weight.float().contiguous(), bias=bias.float().contiguous(), prior=prior)
+        return cls(row=row, weight=weight.float().contiguous(), bias=bias.float().contiguous())
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.row, self.weight, self.bias] + ([self.prior] if self.prior is not None else [])
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in (self.row, self.weight, self.bias))
 
 
 class ConstrainedDecoder:
@@ -197,8 +191,9 @@ class ConstrainedDecoder:
             run = nodes[:, :n]
             rows = heads.row[run].clamp(min=0)
             logits = torch.einsum("bnd,bnjd->bnj", h, heads.weight[rows]) + heads.bias[rows]
-            if heads.prior is not None:
-                logits = logits + torch.einsum("bd,bnjd->bnj", query, heads.prior[run])
+            if query is not None:  # the centroid prior
+                prior = torch.einsum("bd,bnjd->bnj", query, model.node_weight[run].float())
+                logits = logits + model.node_scale.float() * prior
             child = tt.child[run]  # [B, n, k]
             ok = (child >= 0) & live[:, :n, None]
             logp = torch.log_softmax(logits.masked_fill(~ok, float("-inf")), -1)

@@ -32,6 +32,8 @@ from pathlib import Path
 import ir_measures
 from ir_measures import RR, R, Success, nDCG
 
+from nci.retrieval import add_ensemble_argument
+
 log = logging.getLogger(__name__)
 
 Run = dict[str, dict[str, float]]
@@ -161,15 +163,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="pq only: re-rank k*R candidates with the exact vectors (0 = off)",
     )
-    p.add_argument(
-        "--ensemble",
-        type=Path,
-        nargs="+",
-        default=None,
-        metavar="INDEX",
-        help="nci only: more index directories (other id variants of the same corpus) whose NCI "
-        "rankings are fused with --index's by rank voting",
-    )
+    add_ensemble_argument(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and FAISS")
     p.add_argument("--run-out", type=Path, default=None, help="write the results as a TREC run file")

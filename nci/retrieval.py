@@ -209,6 +209,19 @@ class EnsembleRetriever:
         return [rank_vote([rankings[i] for rankings in per_member], k) for i in range(len(queries))]
 
 
+def add_ensemble_argument(p: Any, note: str = "") -> None:
+    """The ``--ensemble INDEX...`` flag of ``nci evaluate`` and ``nci search``."""
+    p.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="INDEX",
+        help="nci only: more index directories (other id variants of the same corpus) whose NCI "
+        "rankings are fused with --index's by rank voting" + note,
+    )
+
+
 def ensemble(indexes: Sequence[Index], beam: int = 10) -> EnsembleRetriever:
     """An :class:`EnsembleRetriever` over the NCI models of ``indexes`` (same documents)."""
     if len(indexes) < 2:

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from nci.retrieval import add_ensemble_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, type=Path, help="index directory (nci index build)")
@@ -14,15 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--beam", type=int, default=None, help="nci beam size (default: max(k, 10))")
     p.add_argument("--rerank", type=int, default=0, help="pq only: re-rank k*R candidates exactly")
-    p.add_argument(
-        "--ensemble",
-        type=Path,
-        nargs="+",
-        default=None,
-        metavar="INDEX",
-        help="nci only: more index directories (other id variants) fused with --index by rank "
-        "voting; end the list with -- before the queries",
-    )
+    add_ensemble_argument(p, note="; end the list with -- before the queries")
     p.add_argument("--json", action="store_true", help="print one JSON object per query")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and FAISS")
     p.add_argument("queries", nargs="+", metavar="QUERY")

@@ -632,7 +632,7 @@ def success_at(
     model: NCIModel,
     store: Any,
     items: list[tuple[int, list[int]]],
-    trie: TrieTensors,
+    decode: ConstrainedDecoder,
     beam: int,
     device: torch.device,
     precision: str,
@@ -641,7 +641,6 @@ def success_at(
 ) -> tuple[float, float]:
     """success@1 and success@10 of trie-constrained beam search over ``items`` (sharded by rank)."""
     model.eval()
-    decode = ConstrainedDecoder(model, trie)  # per call: the node heads follow the current weights
     mine = items[dist.rank :: dist.world]
     hits1 = hits10 = 0.0
     for start in range(0, len(mine), batch_size):
@@ -1021,8 +1020,11 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
 
             # end of epoch: validate, record, checkpoint
             t_val = time.time()
-            val1, val10 = success_at(model, store, tdata.val, trie, cfg.val_beam, device, cfg.precision, dist)
-            probe1, _ = success_at(model, store, tdata.train_probe, trie, 1, device, cfg.precision, dist)
+            model.eval()  # before the decoder: its per-node heads are computed without dropout
+            decode = ConstrainedDecoder(model, trie)
+            run = (device, cfg.precision, dist)
+            val1, val10 = success_at(model, store, tdata.val, decode, cfg.val_beam, *run)
+            probe1, _ = success_at(model, store, tdata.train_probe, decode, 1, *run)
             val_seconds = time.time() - t_val
             *sums, n_examples = _all_sum(dist, [*sums.tolist(), float(n_examples)], device)
             n_total = n_steps * dist.world
