@@ -18,8 +18,9 @@ The canonical layout is BEIR's, plus a manifest::
   Train queries are the train claims, test queries the validation claims, as in BEIR.
 - ``glasgow`` (alias ``cranfield``): the ``.I/.T/.A/.B/.W`` format of the Glasgow IR test
   collections. Cranfield grades run from 1 (complete answer) to 4 (minimum interest); they are
-  stored as gains ``5 - grade`` so that higher is better, and rows with no relevance
-  (grade -1) are dropped. Every query goes to the test split.
+  stored as gains ``5 - grade`` so that higher is better. Each query also has one row of grade
+  -1, which marks the most relevant document of all (see ``GLASGOW_GAIN``); it counts as a
+  complete answer, gain 4. Every query goes to the test split.
 
 Bad input raises :class:`DataError`, naming the file, the line or record, and the problem.
 """
@@ -80,8 +81,11 @@ SOURCES: dict[str, Source] = {
 ALIASES = {"cranfield": "glasgow"}
 
 # Cranfield relevance codes (Cleverdon): 1 = complete answer ... 4 = minimum interest,
-# 5 = no interest (never present), -1 = judged not relevant. Gains make higher = better.
-GLASGOW_GAIN = {1: 4, 2: 3, 3: 2, 4: 1}
+# 5 = no interest (never present, dropped). Gains make higher = better. The readme is silent on
+# -1, which marks exactly one document per query; BM25 and dense search rank that document
+# higher than any graded one (median rank 2 and 4, against 9 and 10 for grade 1), as one would
+# expect of the paper each question was written from. It counts as a complete answer.
+GLASGOW_GAIN = {-1: 4, 1: 4, 2: 3, 3: 2, 4: 1}
 
 
 class DataError(ValueError):
@@ -711,7 +715,8 @@ def _numeric_id(value: str) -> str:
 
 
 def read_glasgow(src: str | Path) -> Dataset:
-    """A Glasgow-format collection (Cranfield): every query in the test split, gains 5 - grade."""
+    """A Glasgow-format collection (Cranfield): every query in the test split, gains 5 - grade
+    (grade -1 counts as 1, a complete answer)."""
     folder = Path(src)
     if not folder.is_dir():
         problem = "not a folder" if folder.exists() else "missing source: no such folder"
@@ -761,7 +766,7 @@ def read_glasgow(src: str | Path) -> Dataset:
             )
         if doc_id not in corpus:
             raise DataError(f"document '{doc_id}' is not in {docs_path.name}", file=rel_path, line=lineno)
-        if grade <= 0 or grade == 5:  # -1: judged not relevant; 5: "of no interest"
+        if grade == 5:  # "of no interest"
             dropped += 1
             continue
         if grade not in GLASGOW_GAIN:
@@ -783,7 +788,8 @@ def read_glasgow(src: str | Path) -> Dataset:
             "relevance": {
                 "gain_from_grade": {str(g): v for g, v in GLASGOW_GAIN.items()},
                 "rule": "gain = 5 - grade (Cranfield 1 = complete answer .. 4 = minimum interest); "
-                "rows with grade <= 0 (the -1 rows) or 5 (no interest) are dropped",
+                "grade -1 (one document per query, ranked above all graded ones by BM25 and dense "
+                "search) counts as a complete answer, gain 4; grade 5 (no interest) is dropped",
             },
             "query_ids": "query k is the k-th query of the queries file, as numbered in the qrels",
         },

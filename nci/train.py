@@ -86,6 +86,7 @@ class TrainConfig:
     pawa_layers: int = 1
     centroid_prior: bool = False
     source_weights: str = "query=1,daq=1,d2q=1"
+    length_buckets: bool = True  # batch inputs of similar length together (less padding)
     val_fraction: float = 0.05
     val_max: int = 500
     val_beam: int = 10
@@ -275,6 +276,24 @@ def epoch_order(data: TrainingData, weights: dict[str, float], seed: int, epoch:
             parts.append(rng.choice(idx, size=int(round(frac * len(idx))), replace=False))
     order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     return order[rng.permutation(len(order))]
+
+
+def epoch_batches(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, epoch: int, buckets: bool
+) -> list[np.ndarray]:
+    """Cut one epoch's shuffled ``order`` into batches. With ``buckets``, each run of 50 batches'
+    worth of examples is sorted by input length (``lengths[i]`` for example ``i``) before the cut,
+    and the batches are shuffled again, so a batch pads to little more than its own inputs."""
+    if not buckets:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng = np.random.default_rng([seed, 3, epoch])
+    chunk = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 # --- loss ------------------------------------------------------------------------------------
@@ -772,6 +791,7 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
         if not (checkpoint / "state.json").is_file():
             raise ArtifactError(f"{checkpoint}: no checkpoint to resume from; start without --resume")
         state = json.loads((checkpoint / "state.json").read_text())
+        state["config"].setdefault("length_buckets", False)  # checkpoints from before bucketing
         saved = TrainConfig(**state["config"])
         for name in sorted(explicit - set(RUN_CONTROL)):
             if getattr(cfg, name) != getattr(saved, name):
@@ -865,6 +885,7 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
         )
     optimizer = make_optimizer(model, cfg)
     trie = TrieTensors.from_trie(sem.trie, device)
+    example_lengths = np.asarray(store.lengths)[tdata.example_text]  # per training example
     targets_all = torch.from_numpy(tdata.targets)
     nodes_all = torch.from_numpy(tdata.nodes)
     per_rank = max(1, cfg.batch_size // dist.world)
@@ -874,7 +895,7 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     epoch, batch_start, global_step = 0, 0, 0
-    total_steps = cfg.epochs * steps_per_epoch
+    step_cap = total_steps = cfg.epochs * steps_per_epoch  # steps that --epochs allows
     planned_epochs = cfg.epochs
     if state is not None:
         model.load_decoder_state(_load_tensors(checkpoint / "weights.safetensors"), source=checkpoint)
@@ -885,17 +906,21 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
         epoch, batch_start, global_step = state["epoch"], state["batch"], state["global_step"]
         history, best = state["history"], state["best"]
         # the schedule planned so far, unless this run sets a new epoch count or time budget
+        # (an epoch that a time budget cut short counts as done)
+        step_cap = global_step - batch_start + (cfg.epochs - epoch) * steps_per_epoch
         if state["config"]["epochs"] == cfg.epochs and cfg.max_minutes is None:
             planned_epochs = state["planned_epochs"]
-        total_steps = planned_epochs * steps_per_epoch
+            total_steps = state.get("total_steps", planned_epochs * steps_per_epoch)
+        else:
+            total_steps = step_cap
         log.info("resumed at epoch %d, batch %d (step %d)", epoch + 1, batch_start, global_step)
-    if epoch >= planned_epochs:
+    if global_step >= total_steps:
         log.info(
-            "the checkpoint has trained %d of %d planned epochs; writing the model", epoch, planned_epochs
+            "the checkpoint has trained %d of %d planned steps; writing the model", global_step, total_steps
         )
 
     deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
-    run_epoch_seconds: list[float] = []
+    run_step_seconds: list[float] = []  # per epoch of this run: wall time per step, validation included
     stopped = "epochs"
     exit_code = 0
     twice = cfg.rdrop_alpha > 0
@@ -923,28 +948,33 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
             log.info("checkpoint (%s) at step %d -> %s", reason, global_step, checkpoint)
         _barrier(dist)
 
-    def fit_budget(epoch_seconds: float, epochs_done: float) -> None:
-        """Fit the learning-rate schedule to the epochs the time budget allows."""
+    def fit_budget(step_seconds: float, reserve_seconds: float) -> None:
+        """Fit the step plan, and so the learning-rate schedule, to the time budget: as many steps
+        as fit before the deadline less ``reserve_seconds``, at ``step_seconds`` each (up to
+        --epochs). The last epoch may be partial; it is validated like the others."""
         nonlocal planned_epochs, total_steps
-        epoch_seconds = float(_all_max(dist, epoch_seconds, device))  # every rank plans the same
-        fit = int(epochs_done + max(0.0, deadline - time.time()) / epoch_seconds)
-        fit = min(cfg.epochs, max(math.ceil(epochs_done), fit))
-        if fit != planned_epochs:
-            planned_epochs, total_steps = fit, fit * steps_per_epoch
+        left = max(0.0, deadline - time.time() - reserve_seconds)
+        fit = min(step_cap, global_step + int(left / step_seconds))
+        fit = -int(_all_max(dist, -float(fit), device))  # every rank plans the fewest steps
+        if fit != total_steps:
+            total_steps = max(global_step, fit)
+            epoch_start = global_step - batch_start
+            planned_epochs = epoch + max(1, math.ceil((total_steps - epoch_start) / steps_per_epoch))
             log.info(
-                "--max-minutes %g: about %.1f min per epoch, planning %d epochs",
+                "--max-minutes %g: about %.2f s per step, planning %d steps (%.1f epochs)",
                 cfg.max_minutes,
-                epoch_seconds / 60,
-                planned_epochs,
+                step_seconds,
+                total_steps,
+                total_steps / steps_per_epoch,
             )
 
     with StopFlag() as stop:
-        while epoch < planned_epochs:
+        while global_step < total_steps:
             order = epoch_order(tdata, weights, cfg.seed, epoch)
             from torch.utils.data.distributed import DistributedSampler
 
             mine = order[list(DistributedSampler(range(len(order)), dist.world, dist.rank, shuffle=False))]
-            batches = [mine[i : i + per_rank] for i in range(0, len(mine), per_rank)]
+            batches = epoch_batches(mine, example_lengths, per_rank, cfg.seed, epoch, cfg.length_buckets)
             forward.train()
             sums = np.zeros(3)
             n_steps = n_examples = 0
@@ -987,10 +1017,12 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
                 bar.update(1)
                 if n_steps % 10 == 0:
                     bar.set_postfix(loss=f"{sums[0] / n_steps:.3f}", kl=f"{sums[2] / n_steps:.4f}")
-                if deadline is not None and not run_epoch_seconds and n_steps == min(30, len(batches) // 5):
-                    # an early estimate, so the schedule decays within the budget (10% for validation)
-                    per_step = (time.time() - t_epoch) / n_steps
-                    fit_budget(1.1 * per_step * len(batches), epoch + batch_start / len(batches))
+                if deadline is not None and not run_step_seconds and n_steps == min(30, len(batches) // 5):
+                    # an early estimate, so the schedule decays within the budget (10% for
+                    # validation, and 2% of the budget held back for the last one)
+                    fit_budget(1.1 * (time.time() - t_epoch) / n_steps, 0.02 * cfg.max_minutes * 60)
+                if global_step >= total_steps:
+                    break  # the plan ends within this epoch: validate what was trained
                 halt = [
                     float(stop.signum or 0),
                     float(cfg.max_steps is not None and global_step >= cfg.max_steps),
@@ -1061,11 +1093,13 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
                 best = {k: row[k] for k in ("epoch", "val_success@1", "val_success@10")}
                 if dist.main:
                     _save_tensors(trainable_state(model), out / "checkpoint" / "best.safetensors")
-            run_epoch_seconds.append(time.time() - t_epoch)
+            run_step_seconds.append((time.time() - t_epoch) / max(1, n_steps))
             epoch += 1
             batch_start = 0
-            if deadline is not None:  # again, with measured epochs (a shared machine's speed drifts)
-                fit_budget(float(np.mean(run_epoch_seconds[-2:])), epoch)
+            if deadline is not None and global_step < total_steps:
+                # again, with measured epochs (a shared machine's speed drifts): the step cost
+                # with validation spread over the epoch, and one more validation held back
+                fit_budget(float(np.mean(run_step_seconds[-2:])), time.time() - t_val)
             save("epoch")
             if dist.main:
                 _write_metrics(history, out / "metrics.jsonl")
@@ -1083,12 +1117,10 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
             if cfg.max_steps is not None and global_step >= cfg.max_steps:
                 stopped = "max_steps"
                 break
-            if deadline is not None and epoch < planned_epochs:
-                next_epoch = float(np.mean(run_epoch_seconds[-2:]))
-                if _all_max(dist, float(time.time() + next_epoch > deadline), device):
-                    stopped = "max_minutes"
-                    log.info("--max-minutes %.0f: no time for another epoch", cfg.max_minutes)
-                    break
+            if deadline is not None and global_step >= total_steps and global_step < step_cap:
+                stopped = "max_minutes"
+                log.info("--max-minutes %g: the planned %d steps are done", cfg.max_minutes, total_steps)
+                break
 
     # the final model: the best validated epoch (or the last state when nothing was validated)
     last_digest = state_digest(trainable_state(model))
@@ -1193,6 +1225,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt(o, "--rdrop-alpha", "weight of the R-drop KL term; 0 turns R-drop off", type=float)
     opt(o, "--label-smoothing", type=float)
     opt(o, "--source-weights", "per-source epoch weights; unnamed sources weigh 1")
+    o.add_argument(
+        "--no-length-buckets",
+        dest="length_buckets",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="batch in plain shuffled order instead of grouping inputs of similar length",
+    )
     m = p.add_argument_group("model")
     opt(m, "--encoder", "encoder directory or name; default the packaged all-MiniLM-L6-v2")
     opt(

@@ -35,9 +35,11 @@ start=$(date +%s)
 for name in "${DATASETS[@]}"; do
   w="$WORK/$name"
   case "$name" in
-    squad) queries=("$w/daq" "$w/daq16"); train=(--encoder-trainable-layers 1 --max-minutes 45) ;;
-    scifact) queries=("$w/daq"); train=(--max-minutes 25) ;;
-    cranfield) queries=("$w/daq" "$w/daq16"); train=(--max-minutes 15) ;;
+    squad) queries=("$w/daq" "$w/daq16"); train=(--encoder-trainable-layers 1 --max-minutes 45)
+      bench=(--pq-rerank 4) ;;
+    scifact) queries=("$w/daq"); train=(--max-minutes 25); bench=(--decode-queries 32 --latency-queries 100) ;;
+    cranfield) queries=("$w/daq" "$w/daq16"); train=(--max-minutes 15)
+      bench=(--decode-queries 32 --latency-queries 100) ;;
     *) echo "unknown dataset '$name' (squad, scifact, cranfield)" >&2; exit 2 ;;
   esac
   stage "$w/data" nci data prepare "$name" --out "$w/data"
@@ -51,6 +53,6 @@ for name in "${DATASETS[@]}"; do
     --model "$w/model" --out "$w/index"
   # shellcheck disable=SC2086
   stage "$RESULTS/$name" nci bench --data "$w/data" --index "$w/index" --out "$RESULTS/$name" \
-    --threads "$THREADS" ${BENCH_ARGS:-}
+    --threads "$THREADS" "${bench[@]}" ${BENCH_ARGS:-}
 done
 echo "== reproduce finished in $(( $(date +%s) - start )) s; tables in $RESULTS/*/results.md"

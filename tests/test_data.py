@@ -155,7 +155,7 @@ CRAN_QUERIES = [
     ".W",
     "what is shear flow .",
 ]
-CRAN_QRELS = ["1 1 2 ", "1 3 4", "1 2 -1", "2  2  1", "2 3 -1"]
+CRAN_QRELS = ["1 1 2 ", "1 3 4", "1 2 -1", "2  2  1", "2 3 -1", "2 1 5"]
 
 
 def write_cranfield(folder: Path, qrels: list[str] = CRAN_QRELS, docs: list[str] = CRAN_DOCS) -> Path:
@@ -316,12 +316,13 @@ def test_cranfield(tmp_path, name):
     assert "\r" not in (out / "corpus.jsonl").read_text()
     # the k-th query is query k, whatever its .I number
     assert load_queries(out) == {"1": "what similarity laws must be obeyed .", "2": "what is shear flow ."}
-    assert load_qrels(out, "test") == {"1": {"1": 3, "3": 1}, "2": {"2": 4}}  # gain = 5 - grade; -1 dropped
+    # gain = 5 - grade; grade -1 counts as a complete answer
+    assert load_qrels(out, "test") == {"1": {"1": 3, "3": 1, "2": 4}, "2": {"2": 4, "3": 4}}
     assert load_qrels(out, "train") == {} and not (out / "qrels" / "train.tsv").exists()
     assert split_queries(out, "train") == {}
     assert manifest["config"]["dataset"] == "glasgow"
-    assert manifest["counts"]["qrels_dropped"] == 2 and manifest["counts"]["test_qrels"] == 3
-    assert manifest["relevance"]["gain_from_grade"] == {"1": 4, "2": 3, "3": 2, "4": 1}
+    assert manifest["counts"]["qrels_dropped"] == 1 and manifest["counts"]["test_qrels"] == 5  # grade 5
+    assert manifest["relevance"]["gain_from_grade"] == {"-1": 4, "1": 4, "2": 3, "3": 2, "4": 1}
 
 
 def test_source_from_nci_datasets(tmp_path, monkeypatch):
@@ -565,7 +566,7 @@ def test_cli_prepare_and_check(tmp_path, capsys):
     assert data.main(["prepare", "cranfield", "--out", str(out), "--src", str(src)], prog="nci data") == 0
     assert "3 documents" in capsys.readouterr().out
     assert data.main(["check", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["test_qrels"] == 3
+    assert json.loads(capsys.readouterr().out)["test_qrels"] == 5
 
     # an existing output needs --overwrite
     before = (out / "manifest.json").read_text()
@@ -628,5 +629,5 @@ def test_real_datasets(tmp_path, name):
             counts["train_qrels"] == counts["train_queries"] and 0.18 < counts["test_queries"] / 10570 < 0.25
         )
     if name == "glasgow":
-        # the -1 rows are dropped; every query keeps at least one relevant document
-        assert counts["qrels_dropped"] == 225 and counts["test_qrels"] == 1837 - 225
+        # every row is kept; grade -1 (one per query) counts as a complete answer
+        assert counts["qrels_dropped"] == 0 and counts["test_qrels"] == 1837

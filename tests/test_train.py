@@ -19,6 +19,7 @@ from nci.manifest import read_manifest, write_manifest
 from nci.train import (
     TrainConfig,
     TrainingData,
+    epoch_batches,
     epoch_order,
     lr_factor,
     main,
@@ -132,6 +133,27 @@ def test_epoch_order_follows_source_weights_and_is_seeded():
     assert np.array_equal(np.bincount(order[order < 10]), np.full(10, 2))  # every query twice
     assert np.array_equal(order, epoch_order(data, weights, seed=0, epoch=3))
     assert not np.array_equal(order, epoch_order(data, weights, seed=0, epoch=4))
+
+
+def test_length_buckets_keep_every_example_and_cut_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.choice([12, 24, 64], size=1000)  # questions, short and long windows
+    order = rng.permutation(1000)
+
+    def padded(batches):  # tokens a batch pads to: its longest input times its size
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    plain = epoch_batches(order, lengths, 16, seed=0, epoch=0, buckets=False)
+    bucketed = epoch_batches(order, lengths, 16, seed=0, epoch=0, buckets=True)
+    assert sorted(np.concatenate(bucketed).tolist()) == list(range(1000))
+    assert max(len(b) for b in bucketed) == 16 and len(bucketed) == len(plain)
+    assert padded(bucketed) < 0.75 * padded(plain)
+    # most batches hold one length only
+    assert np.mean([len(set(lengths[b])) == 1 for b in bucketed]) > 0.8
+    again = epoch_batches(order, lengths, 16, seed=0, epoch=0, buckets=True)
+    assert all(np.array_equal(a, b) for a, b in zip(bucketed, again, strict=True))
+    other = epoch_batches(order, lengths, 16, seed=0, epoch=1, buckets=True)
+    assert not all(np.array_equal(a, b) for a, b in zip(bucketed, other, strict=True))
 
 
 def test_source_weights_and_config_validation():
@@ -337,6 +359,32 @@ def test_feature_cache_computes_only_new_texts(tiny_encoder, tmp_path):
     cached_states(model, more, cache, "enc-b", progress=False)
     metas = [json.loads(p.read_text()) for p in cache.glob("features-*.json")]
     assert [m["encoder_fingerprint"] for m in metas] == ["enc-b"]
+
+
+def test_time_budget_plans_steps_and_validates_a_partial_last_epoch(inputs, tmp_path, monkeypatch):
+    """With a clock where every step costs the same, --max-minutes plans the schedule in steps:
+    training ends inside an epoch, that epoch is validated, and the learning rate reaches its floor."""
+    import nci.train
+
+    class Clock:  # one second per reading; a step reads it a few times
+        now = 0.0
+
+        @classmethod
+        def time(cls) -> float:
+            cls.now += 1.0
+            return cls.now
+
+    monkeypatch.setattr(nci.train, "time", Clock)
+    out = tmp_path / "model"
+    assert main(tiny_args(inputs, out, "--epochs", "50", "--max-minutes", "3", "--min-lr-ratio", "0.1")) == 0
+    manifest = read_manifest(out, stage="train")
+    history = manifest["history"]
+    assert manifest["stopped"] == "max_minutes"
+    steps_per_epoch = history[0]["step"]
+    assert len(history) >= 2 and history[-1]["step"] % steps_per_epoch != 0  # a partial last epoch
+    assert history[-1]["val_success@1"] is not None
+    assert history[-1]["lr"] == pytest.approx(1e-4, rel=0.05)  # the cosine ended at the floor
+    assert history[-1]["elapsed"] <= 180  # trained and validated within the budget
 
 
 def test_time_budget_stops_cleanly_and_still_writes_the_model(inputs, tmp_path):
