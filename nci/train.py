@@ -18,6 +18,15 @@ Recipes, chosen by device unless flags say otherwise:
 - ``torchrun --nproc_per_node N -m nci.train ...`` runs data-parallel (gloo on CPU, NCCL on GPU);
   ``--batch-size`` is the global batch.
 
+Batches: every run of 50 batches' worth of shuffled examples is sorted by input length before it
+is cut into batches (which are shuffled again), so a batch pads to about its own inputs' length
+rather than to the longest input in the data; ``--no-length-buckets`` turns this off.
+
+Time budget: ``--max-minutes`` plans the learning-rate schedule in steps. After 30 steps, and
+again after every epoch, it fits as many steps as the time left allows (holding back time for a
+last validation), so the cosine decay ends at the budget. The last epoch may be partial; it is
+validated like the others.
+
 The output directory is the run's working directory: ``checkpoint/`` (last state every epoch
 and on SIGINT/SIGTERM, for ``--resume``; ``best.safetensors``), ``cache/`` (encoder states),
 ``metrics.jsonl``, ``training_curve.png``, and at the end the model (``config.json``,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from nci.evaluate import (
     scored_run,
     write_trec_run,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 QRELS = {
     "q1": {"a": 1},  # one relevant document
@@ -76,3 +79,24 @@ def test_trec_run_round_trip(tmp_path):
     assert read_trec_run(path) == run
     with pytest.raises(ValueError, match="whitespace"):
         write_trec_run(path, run, tag="two words")
+
+
+def test_qrels_grades_script_reports_where_each_grade_ranks(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qrels_grades", REPO / "scripts" / "qrels_grades.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "qrels").write_text("1 10 -1\r\n1  11 2\n2 20 -1\n2 21 2\n2 99 4\n")
+    (tmp_path / "bm25.trec").write_text(
+        "1 Q0 10 1 3.0 bm25\n1 Q0 11 2 2.0 bm25\n2 Q0 21 1 5.0 bm25\n2 Q0 20 2 4.0 bm25\n"
+    )
+    rows = script.read_raw_qrels(tmp_path / "qrels")
+    table = script.grade_table(rows, script.read_trec_run(tmp_path / "bm25.trec"))
+    assert [(r["grade"], r["rows"], r["median_rank"], r["top1"]) for r in table] == [
+        (-1, 2, 1.5, 0.5),
+        (2, 2, 1.5, 0.5),
+        (4, 1, 3, 0.0),  # not retrieved: rank depth + 1
+    ]
+    assert script.main(["--qrels", str(tmp_path / "qrels"), "--run", str(tmp_path / "bm25.trec")]) == 0
+    assert "| bm25 | -1 | 2 | 1.5 | 0.500 | 1.000 |" in capsys.readouterr().out
