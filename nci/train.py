@@ -964,6 +964,8 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
         nonlocal planned_epochs, total_steps
         left = max(0.0, deadline - time.time() - reserve_seconds)
         fit = min(step_cap, global_step + int(left / step_seconds))
+        if fit % steps_per_epoch < steps_per_epoch // 10 and fit - fit % steps_per_epoch > global_step:
+            fit -= fit % steps_per_epoch  # not a new epoch (and a validation) for a few steps
         fit = -int(_all_max(dist, -float(fit), device))  # every rank plans the fewest steps
         if fit != total_steps:
             total_steps = max(global_step, fit)
