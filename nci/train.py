@@ -1213,6 +1213,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         )
         group.add_argument(flag, default=argparse.SUPPRESS, help=help_text + shown, **kw)
 
+    def switch(group, flag, dest, help_text):  # --no-X turns a default-on field off, --X one on
+        action = "store_false" if flag.startswith("--no-") else "store_true"
+        group.add_argument(flag, dest=dest, action=action, default=argparse.SUPPRESS, help=help_text)
+
     g = p.add_argument_group("run")
     opt(g, "--device", choices=["auto", "cpu", "cuda"])
     opt(g, "--epochs", type=int)
@@ -1236,12 +1240,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt(o, "--rdrop-alpha", "weight of the R-drop KL term; 0 turns R-drop off", type=float)
     opt(o, "--label-smoothing", type=float)
     opt(o, "--source-weights", "per-source epoch weights; unnamed sources weigh 1")
-    o.add_argument(
+    switch(
+        o,
         "--no-length-buckets",
-        dest="length_buckets",
-        action="store_false",
-        default=argparse.SUPPRESS,
-        help="batch in plain shuffled order instead of grouping inputs of similar length",
+        "length_buckets",
+        "batch in plain shuffled order instead of grouping inputs of similar length",
     )
     m = p.add_argument_group("model")
     opt(m, "--encoder", "encoder directory or name; default the packaged all-MiniLM-L6-v2")
@@ -1259,18 +1262,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt(m, "--d-ff", "decoder feed-forward width; default 4 * d-model", type=int)
     opt(m, "--dropout", type=float)
     opt(m, "--pawa-layers", "layers of the PAWA prefix transformer", type=int)
-    p.add_argument(
-        "--no-pawa",
-        dest="pawa",
-        action="store_false",
-        default=argparse.SUPPRESS,
-        help="one shared output layer instead of PAWA (ablation)",
-    )
-    p.add_argument(
+    switch(p, "--no-pawa", "pawa", "one shared output layer instead of PAWA (ablation)")
+    switch(
+        p,
         "--centroid-prior",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="add per-node output weights initialised from the k-means centroids of each node's children",
+        "centroid_prior",
+        "add per-node output weights initialised from the k-means centroids of each node's children",
     )
     v = p.add_argument_group("validation")
     opt(v, "--val-fraction", "share of training queries held out (at most --val-max)", type=float)
