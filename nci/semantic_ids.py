@@ -66,8 +66,10 @@ def ids_to_tokens(ids: Sequence[Sequence[int]], k: int, max_depth: int) -> np.nd
 
 @dataclass(frozen=True)
 class IdsConfig:
-    k: int = 10
-    leaf_size: int = 10
+    # The NCI reference's shipped setting (the paper describes k=10): a shallower tree, so the
+    # decoder makes fewer choices that can go wrong (see the README's ablation table).
+    k: int = 30
+    leaf_size: int = 30
     seed: int = 0
     # Clusters above this size use mini-batch k-means (as the reference does for large ones).
     minibatch_above: int = 20_000
@@ -290,8 +292,10 @@ def build(embeddings_dir: Path, out: Path, config: IdsConfig, overwrite: bool = 
 # --- CLI -------------------------------------------------------------------------------------
 
 def _add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=IdsConfig.k, help="clusters per level (default 10)")
-    p.add_argument("--leaf-size", type=int, default=IdsConfig.leaf_size, help="largest leaf cluster, <= k")
+    p.add_argument("--k", type=int, default=IdsConfig.k, help="clusters per level (default 30)")
+    p.add_argument(
+        "--leaf-size", type=int, default=IdsConfig.leaf_size, help="largest leaf cluster, <= k (default 30)"
+    )
     p.add_argument("--seed", type=int, default=IdsConfig.seed)
 
 

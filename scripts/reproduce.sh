@@ -8,9 +8,10 @@
 #   NCI_DATASETS=/path/to/raw/data scripts/reproduce.sh [squad scifact cranfield]
 #
 # Knobs (environment): THREADS (torch threads for training and the benchmark, default 2),
-# BENCH_ARGS (extra `nci bench` flags). The recipes are the README's (CPU, 2 cores):
+# BENCH_ARGS (extra `nci bench` flags). The recipes are the README's (CPU, 2 cores), all on the
+# default ids (k=30 clusters per level, leaves of up to 30 documents):
 #   squad     doc-as-query (64- and 16-word windows), centroid prior, top two encoder layers trained,
-#             no R-drop, 45 min
+#             no R-drop, label smoothing 0.1, 45 min
 #   scifact   doc-as-query (64-word windows), centroid prior, frozen encoder, 25 min
 #   cranfield doc-as-query (64- and 16-word windows), centroid prior, frozen encoder, 15 min
 set -euo pipefail
@@ -36,7 +37,8 @@ start=$(date +%s)
 for name in "${DATASETS[@]}"; do
   w="$WORK/$name"
   case "$name" in
-    squad) queries=("$w/daq" "$w/daq16"); train=(--encoder-trainable-layers 2 --rdrop-alpha 0 --max-minutes 45)
+    squad) queries=("$w/daq" "$w/daq16")
+      train=(--encoder-trainable-layers 2 --rdrop-alpha 0 --label-smoothing 0.1 --max-minutes 45)
       bench=(--pq-rerank 4) ;;
     scifact) queries=("$w/daq"); train=(--max-minutes 25); bench=(--decode-queries 32 --latency-queries 100) ;;
     cranfield) queries=("$w/daq" "$w/daq16"); train=(--max-minutes 15)

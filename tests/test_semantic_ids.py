@@ -117,8 +117,9 @@ def test_trie_rejects_prefix_and_duplicate_ids():
 
 
 def test_trie_save_load_round_trip(tmp_path):
-    ids = build_semantic_ids(make_vectors(300, 8), IdsConfig())
-    trie = Trie.build(ids, 10)
+    config = IdsConfig()
+    ids = build_semantic_ids(make_vectors(300, 8), config)
+    trie = Trie.build(ids, config.k)
     trie.save(tmp_path)
     loaded = Trie.load(tmp_path)
     for name in ("child", "depth", "parent", "digit", "doc"):
@@ -130,8 +131,9 @@ def test_trie_save_load_round_trip(tmp_path):
 
 def test_node_centroids_are_means_of_documents_below():
     x = make_vectors(120, 6, seed=3)
-    ids = build_semantic_ids(x, IdsConfig())
-    trie = Trie.build(ids, 10)
+    config = IdsConfig()
+    ids = build_semantic_ids(x, config)
+    trie = Trie.build(ids, config.k)
     c = node_centroids(trie, x)
     np.testing.assert_allclose(c[0], x.mean(0), atol=1e-5)
     node = trie.node_of(ids[0][:1])
