@@ -929,6 +929,7 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
         )
 
     deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
+    end_reserve = 0.02 * cfg.max_minutes * 60 if cfg.max_minutes else 0.0  # for the last validation
     run_step_seconds: list[float] = []  # per epoch of this run: wall time per step, validation included
     stopped = "epochs"
     exit_code = 0
@@ -989,7 +990,8 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
             forward.train()
             sums = np.zeros(3)
             n_steps = n_examples = 0
-            t_epoch = time.time()
+            t_epoch = t_check = time.time()
+            n_check = 0
             bar = tqdm(
                 total=len(batches),
                 initial=batch_start,
@@ -1032,6 +1034,17 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
                     # an early estimate, so the schedule decays within the budget (10% for
                     # validation, and 2% of the budget held back for the last one)
                     fit_budget(1.1 * (time.time() - t_epoch) / n_steps, 0.02 * cfg.max_minutes * 60)
+                elif deadline is not None and n_steps % 10 == 0 and global_step < total_steps:
+                    # a shared machine can slow down inside a long epoch: shrink the plan before
+                    # it runs into the deadline, so that the last epoch still ends on the schedule
+                    # and is validated instead of being cut off unvalidated
+                    now = time.time()
+                    # the slower of the epoch's pace and the pace since the last check
+                    pace = max((now - t_epoch) / n_steps, (now - t_check) / (n_steps - n_check))
+                    t_check, n_check = now, n_steps
+                    late = now + (total_steps - global_step) * pace > deadline - end_reserve
+                    if _all_max(dist, float(late), device):
+                        fit_budget(pace, end_reserve)
                 if global_step >= total_steps:
                     break  # the plan ends within this epoch: validate what was trained
                 halt = [
@@ -1069,6 +1082,8 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
             val1, val10 = success_at(model, store, tdata.val, decode, cfg.val_beam, *run)
             probe1, _ = success_at(model, store, tdata.train_probe, decode, 1, *run)
             val_seconds = time.time() - t_val
+            if deadline is not None:
+                end_reserve = 0.02 * cfg.max_minutes * 60 + val_seconds
             *sums, n_examples = _all_sum(dist, [*sums.tolist(), float(n_examples)], device)
             n_total = n_steps * dist.world
             row = {

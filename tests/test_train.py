@@ -387,6 +387,31 @@ def test_time_budget_plans_steps_and_validates_a_partial_last_epoch(inputs, tmp_
     assert history[-1]["elapsed"] <= 180  # trained and validated within the budget
 
 
+def test_time_budget_replans_when_the_machine_slows_inside_an_epoch(inputs, tmp_path, monkeypatch):
+    """When steps get three times slower partway through, the plan shrinks within the epoch: every
+    trained step is validated and training still ends within the budget."""
+    import nci.train
+
+    class Clock:  # one second per reading, three after 100 s
+        now = 0.0
+
+        @classmethod
+        def time(cls) -> float:
+            cls.now += 1.0 if cls.now < 100 else 3.0
+            return cls.now
+
+    monkeypatch.setattr(nci.train, "time", Clock)
+    out = tmp_path / "model"
+    # small batches: one long epoch, so only a re-plan inside it can help
+    assert main(tiny_args(inputs, out, "--epochs", "50", "--max-minutes", "4", "--batch-size", "2")) == 0
+    manifest = read_manifest(out, stage="train")
+    history = manifest["history"]
+    assert manifest["stopped"] == "max_minutes"
+    assert manifest["counts"]["steps"] == history[-1]["step"]  # no unvalidated steps at the end
+    assert history[-1]["val_success@1"] is not None
+    assert history[-1]["elapsed"] - history[-1]["val_seconds"] <= 240  # trained within the budget
+
+
 def test_time_budget_stops_cleanly_and_still_writes_the_model(inputs, tmp_path):
     from nci.model import NCIModel
 
