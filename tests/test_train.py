@@ -361,20 +361,26 @@ def test_feature_cache_computes_only_new_texts(tiny_encoder, tmp_path):
     assert [m["encoder_fingerprint"] for m in metas] == ["enc-b"]
 
 
-def test_time_budget_plans_steps_and_validates_a_partial_last_epoch(inputs, tmp_path, monkeypatch):
-    """With a clock where every step costs the same, --max-minutes plans the schedule in steps:
-    training ends inside an epoch, that epoch is validated, and the learning rate reaches its floor."""
+def fake_clock(monkeypatch, slower_after: float = float("inf")) -> None:
+    """Replace nci.train's clock: one second per reading (a step reads it a few times), three
+    seconds per reading once ``slower_after`` seconds have passed."""
     import nci.train
 
-    class Clock:  # one second per reading; a step reads it a few times
+    class Clock:
         now = 0.0
 
         @classmethod
         def time(cls) -> float:
-            cls.now += 1.0
+            cls.now += 1.0 if cls.now < slower_after else 3.0
             return cls.now
 
     monkeypatch.setattr(nci.train, "time", Clock)
+
+
+def test_time_budget_plans_steps_and_validates_a_partial_last_epoch(inputs, tmp_path, monkeypatch):
+    """With a clock where every step costs the same, --max-minutes plans the schedule in steps:
+    training ends inside an epoch, that epoch is validated, and the learning rate reaches its floor."""
+    fake_clock(monkeypatch)
     out = tmp_path / "model"
     assert main(tiny_args(inputs, out, "--epochs", "50", "--max-minutes", "3", "--min-lr-ratio", "0.1")) == 0
     manifest = read_manifest(out, stage="train")
@@ -390,17 +396,7 @@ def test_time_budget_plans_steps_and_validates_a_partial_last_epoch(inputs, tmp_
 def test_time_budget_replans_when_the_machine_slows_inside_an_epoch(inputs, tmp_path, monkeypatch):
     """When steps get three times slower partway through, the plan shrinks within the epoch: every
     trained step is validated and training still ends within the budget."""
-    import nci.train
-
-    class Clock:  # one second per reading, three after 100 s
-        now = 0.0
-
-        @classmethod
-        def time(cls) -> float:
-            cls.now += 1.0 if cls.now < 100 else 3.0
-            return cls.now
-
-    monkeypatch.setattr(nci.train, "time", Clock)
+    fake_clock(monkeypatch, slower_after=100)
     out = tmp_path / "model"
     # small batches: one long epoch, so only a re-plan inside it can help
     assert main(tiny_args(inputs, out, "--epochs", "50", "--max-minutes", "4", "--batch-size", "2")) == 0
