@@ -9,11 +9,12 @@
 #
 # Knobs (environment): THREADS (torch threads for training and the benchmark, default 2),
 # BENCH_ARGS (extra `nci bench` flags). The recipes are the README's (CPU, 2 cores), all on the
-# default ids (k=30 clusters per level, leaves of up to 30 documents):
-#   squad     doc-as-query (64- and 16-word windows), centroid prior, top two encoder layers trained,
-#             no R-drop, label smoothing 0.1, 45 min
-#   scifact   doc-as-query (64-word windows), centroid prior, frozen encoder, 25 min
-#   cranfield doc-as-query (64- and 16-word windows), centroid prior, frozen encoder, 15 min
+# default ids (k=30 clusters per level, leaves of up to 30 documents) with the centroid prior and
+# label smoothing 0.1:
+#   squad     doc-as-query (64- and 16-word windows), top two encoder layers trained, no R-drop,
+#             45 min
+#   scifact   doc-as-query (64-word windows), frozen encoder, 25 min
+#   cranfield doc-as-query (64- and 16-word windows), frozen encoder, 15 min
 set -euo pipefail
 WORK="${NCI_WORK:-runs}"
 RESULTS="${NCI_RESULTS:-results}"
@@ -37,8 +38,7 @@ start=$(date +%s)
 for name in "${DATASETS[@]}"; do
   w="$WORK/$name"
   case "$name" in
-    squad) queries=("$w/daq" "$w/daq16")
-      train=(--encoder-trainable-layers 2 --rdrop-alpha 0 --label-smoothing 0.1 --max-minutes 45)
+    squad) queries=("$w/daq" "$w/daq16"); train=(--encoder-trainable-layers 2 --rdrop-alpha 0 --max-minutes 45)
       bench=(--pq-rerank 4) ;;
     scifact) queries=("$w/daq"); train=(--max-minutes 25); bench=(--decode-queries 32 --latency-queries 100) ;;
     cranfield) queries=("$w/daq" "$w/daq16"); train=(--max-minutes 15)
@@ -51,7 +51,7 @@ for name in "${DATASETS[@]}"; do
   stage "$w/daq" nci querygen daq --data "$w/data" --out "$w/daq"
   stage "$w/daq16" nci querygen daq --data "$w/data" --out "$w/daq16" --window 16
   stage "$w/model" nci train --data "$w/data" --ids "$w/ids" --queries "${queries[@]}" \
-    --out "$w/model" --centroid-prior --threads "$THREADS" "${train[@]}"
+    --out "$w/model" --centroid-prior --label-smoothing 0.1 --threads "$THREADS" "${train[@]}"
   stage "$w/index" nci index build --data "$w/data" --embeddings "$w/emb" --ids "$w/ids" \
     --model "$w/model" --out "$w/index"
   # shellcheck disable=SC2086
