@@ -929,7 +929,8 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
         )
 
     deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
-    end_reserve = 0.02 * cfg.max_minutes * 60 if cfg.max_minutes else 0.0  # for the last validation
+    spare = 0.02 * cfg.max_minutes * 60 if cfg.max_minutes else 0.0  # 2% of the budget held back
+    end_reserve = spare  # time kept for the last validation; the measured one is added once known
     run_step_seconds: list[float] = []  # per epoch of this run: wall time per step, validation included
     stopped = "epochs"
     exit_code = 0
@@ -1033,7 +1034,7 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
                 if deadline is not None and not run_step_seconds and n_steps == min(30, len(batches) // 5):
                     # an early estimate, so the schedule decays within the budget (10% for
                     # validation, and 2% of the budget held back for the last one)
-                    fit_budget(1.1 * (time.time() - t_epoch) / n_steps, 0.02 * cfg.max_minutes * 60)
+                    fit_budget(1.1 * (time.time() - t_epoch) / n_steps, spare)
                 elif deadline is not None and n_steps % 10 == 0 and global_step < total_steps:
                     # a shared machine can slow down inside a long epoch: shrink the plan before
                     # it runs into the deadline, so that the last epoch still ends on the schedule
@@ -1082,8 +1083,7 @@ def _train(data, ids, query_dirs, out, cfg, resume, overwrite, explicit, started
             val1, val10 = success_at(model, store, tdata.val, decode, cfg.val_beam, *run)
             probe1, _ = success_at(model, store, tdata.train_probe, decode, 1, *run)
             val_seconds = time.time() - t_val
-            if deadline is not None:
-                end_reserve = 0.02 * cfg.max_minutes * 60 + val_seconds
+            end_reserve = spare + val_seconds
             *sums, n_examples = _all_sum(dist, [*sums.tolist(), float(n_examples)], device)
             n_total = n_steps * dist.world
             row = {
