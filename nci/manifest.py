@@ -119,9 +119,7 @@ def write_manifest(
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": cfg,
-        "inputs": {
-            name: {"path": str(p), "sha256": fingerprint(p)} for name, p in (inputs or {}).items()
-        },
+        "inputs": {name: {"path": str(p), "sha256": fingerprint(p)} for name, p in (inputs or {}).items()},
         "counts": counts or {},
         "wall_seconds": None if wall_seconds is None else round(wall_seconds, 3),
     }
@@ -143,9 +141,7 @@ def read_manifest(directory: Path, stage: str | None = None) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: corrupt JSON at line {e.lineno}: {e.msg}") from e
     if stage is not None and manifest.get("stage") != stage:
-        raise ArtifactError(
-            f"{path}: expected a '{stage}' artifact, found stage '{manifest.get('stage')}'"
-        )
+        raise ArtifactError(f"{path}: expected a '{stage}' artifact, found stage '{manifest.get('stage')}'")
     return manifest
 
 

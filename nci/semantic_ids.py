@@ -35,6 +35,7 @@ END = 1
 
 # --- token numbering -------------------------------------------------------------------------
 
+
 def digit_to_token(position: int, digit: int, k: int) -> int:
     return position * k + digit + 2
 
@@ -63,6 +64,7 @@ def ids_to_tokens(ids: Sequence[Sequence[int]], k: int, max_depth: int) -> np.nd
 
 
 # --- recursive k-means -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class IdsConfig:
@@ -188,6 +190,7 @@ def node_centroids(trie: Trie, embeddings: np.ndarray) -> np.ndarray:
 
 # --- artifacts -------------------------------------------------------------------------------
 
+
 @dataclass
 class SemanticIds:
     doc_ids: list[str]
@@ -257,9 +260,7 @@ def build(embeddings_dir: Path, out: Path, config: IdsConfig, overwrite: bool = 
     embeddings = np.load(embeddings_dir / "embeddings.npy")
     doc_ids = (embeddings_dir / "doc_ids.txt").read_text().splitlines()
     if len(doc_ids) != embeddings.shape[0]:
-        raise ArtifactError(
-            f"{embeddings_dir}: {len(doc_ids)} doc ids but {embeddings.shape[0]} embeddings"
-        )
+        raise ArtifactError(f"{embeddings_dir}: {len(doc_ids)} doc ids but {embeddings.shape[0]} embeddings")
     with Timer() as timer:
         ids = build_semantic_ids(embeddings, config, progress=True)
         trie = Trie.build(ids, config.k)
@@ -284,12 +285,17 @@ def build(embeddings_dir: Path, out: Path, config: IdsConfig, overwrite: bool = 
         )
     log.info(
         "%d ids (depths %s), %d trie nodes in %.1f s -> %s",
-        len(ids), hist, trie.n_nodes, timer.seconds, out,
+        len(ids),
+        hist,
+        trie.n_nodes,
+        timer.seconds,
+        out,
     )
     return load_semantic_ids(out)
 
 
 # --- CLI -------------------------------------------------------------------------------------
+
 
 def _add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=IdsConfig.k, help="clusters per level (default 30)")

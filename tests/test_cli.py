@@ -30,18 +30,33 @@ def test_ids_build_cli_and_missing_input(tmp_path):
     (emb / "doc_ids.txt").write_text("\n".join(f"d{i}" for i in range(30)) + "\n")
     write_manifest(emb, stage="embed", config={"model": "test"})
     run = [sys.executable, "-m", "nci.semantic_ids", "build", "--embeddings", str(emb)]
-    ok = subprocess.run([*run, "--out", str(tmp_path / "ids"), "--k", "4", "--leaf-size", "4"],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [*run, "--out", str(tmp_path / "ids"), "--k", "4", "--leaf-size", "4"], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     lines = (tmp_path / "ids" / "docids.tsv").read_text().splitlines()
     assert len(lines) == 30 and lines[0].startswith("d")
 
-    bad = subprocess.run([*run, "--out", str(tmp_path / "ids2"), "--k", "4", "--leaf-size", "5"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [*run, "--out", str(tmp_path / "ids2"), "--k", "4", "--leaf-size", "5"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "leaf size" in bad.stderr and "Traceback" not in bad.stderr
 
     missing = subprocess.run(
-        [sys.executable, "-m", "nci.semantic_ids", "build", "--embeddings", str(tmp_path / "nope"),
-         "--out", str(tmp_path / "ids3")], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "nci.semantic_ids",
+            "build",
+            "--embeddings",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "ids3"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "manifest.json" in missing.stderr
     assert not (tmp_path / "ids3").exists()

@@ -58,6 +58,7 @@ def test_killed_embedding_resumes_without_recomputing(tiny_encoder, synthetic_da
     assert len(list((tmp_path / "emb.partial").glob("chunk-*.npy"))) == 2
 
     calls.clear()
+
     def counting(texts, *a, **kw):
         calls.append(1)
         return real(texts, *a, **kw)

@@ -32,9 +32,11 @@ configs = st.builds(
 
 def embeddings_strategy():
     return st.tuples(st.integers(1, 400), st.integers(2, 16), st.integers(0, 9), st.booleans()).map(
-        lambda t: np.repeat(make_vectors(max(1, t[0] // 4), t[1], seed=t[2]), 4, axis=0)[: t[0]]
-        if t[3]  # many exact duplicates: k-means cannot split them
-        else make_vectors(t[0], t[1], n_clusters=5, seed=t[2])
+        lambda t: (
+            np.repeat(make_vectors(max(1, t[0] // 4), t[1], seed=t[2]), 4, axis=0)[: t[0]]
+            if t[3]  # many exact duplicates: k-means cannot split them
+            else make_vectors(t[0], t[1], n_clusters=5, seed=t[2])
+        )
     )
 
 
