@@ -49,7 +49,9 @@ for name in "${DATASETS[@]}"; do
   stage "$w/emb" nci embed --data "$w/data" --out "$w/emb"
   stage "$w/ids" nci ids build --embeddings "$w/emb" --out "$w/ids"
   stage "$w/daq" nci querygen daq --data "$w/data" --out "$w/daq"
-  stage "$w/daq16" nci querygen daq --data "$w/data" --out "$w/daq16" --window 16
+  if [[ " ${queries[*]} " == *" $w/daq16 "* ]]; then
+    stage "$w/daq16" nci querygen daq --data "$w/data" --out "$w/daq16" --window 16
+  fi
   stage "$w/model" nci train --data "$w/data" --ids "$w/ids" --queries "${queries[@]}" \
     --out "$w/model" --centroid-prior --label-smoothing 0.1 --threads "$THREADS" "${train[@]}"
   stage "$w/index" nci index build --data "$w/data" --embeddings "$w/emb" --ids "$w/ids" \
