@@ -8,13 +8,14 @@
 #   NCI_DATASETS=/path/to/raw/data scripts/reproduce.sh [squad scifact cranfield]
 #
 # Knobs (environment): THREADS (torch threads for training and the benchmark, default 2),
-# BENCH_ARGS (extra `nci bench` flags). The recipes are the README's (CPU, 2 cores), all on the
-# default ids (k=30 clusters per level, leaves of up to 30 documents) with the centroid prior and
-# label smoothing 0.1:
-#   squad     doc-as-query (64- and 16-word windows), top two encoder layers trained, no R-drop,
-#             45 min
-#   scifact   doc-as-query (64-word windows), frozen encoder, 25 min
-#   cranfield doc-as-query (64- and 16-word windows), frozen encoder, 15 min
+# BENCH_ARGS (extra `nci bench` flags). The recipes are the README's (CPU, 2 cores), all with the
+# centroid prior and label smoothing 0.1:
+#   squad     ids with k=50 clusters per level and leaves of up to 50; doc-as-query (64- and
+#             16-word windows), top two encoder layers trained, no R-drop, 45 min
+#   scifact   default ids (k=30, leaves of up to 30); doc-as-query (64-word windows), frozen
+#             encoder, no R-drop, 25 min
+#   cranfield default ids; doc-as-query (64- and 16-word windows), frozen encoder, R-drop 0.15
+#             (the default), 15 min
 set -euo pipefail
 WORK="${NCI_WORK:-runs}"
 RESULTS="${NCI_RESULTS:-results}"
@@ -38,16 +39,17 @@ start=$(date +%s)
 for name in "${DATASETS[@]}"; do
   w="$WORK/$name"
   case "$name" in
-    squad) queries=("$w/daq" "$w/daq16"); train=(--encoder-trainable-layers 2 --rdrop-alpha 0 --max-minutes 45)
-      bench=(--pq-rerank 4) ;;
-    scifact) queries=("$w/daq"); train=(--max-minutes 25); bench=(--decode-queries 32 --latency-queries 100) ;;
-    cranfield) queries=("$w/daq" "$w/daq16"); train=(--max-minutes 15)
+    squad) ids=(--k 50 --leaf-size 50); queries=("$w/daq" "$w/daq16")
+      train=(--encoder-trainable-layers 2 --rdrop-alpha 0 --max-minutes 45); bench=(--pq-rerank 4) ;;
+    scifact) ids=(); queries=("$w/daq"); train=(--rdrop-alpha 0 --max-minutes 25)
+      bench=(--decode-queries 32 --latency-queries 100) ;;
+    cranfield) ids=(); queries=("$w/daq" "$w/daq16"); train=(--max-minutes 15)
       bench=(--decode-queries 32 --latency-queries 100) ;;
     *) echo "unknown dataset '$name' (squad, scifact, cranfield)" >&2; exit 2 ;;
   esac
   stage "$w/data" nci data prepare "$name" --out "$w/data"
   stage "$w/emb" nci embed --data "$w/data" --out "$w/emb"
-  stage "$w/ids" nci ids build --embeddings "$w/emb" --out "$w/ids"
+  stage "$w/ids" nci ids build --embeddings "$w/emb" --out "$w/ids" "${ids[@]}"
   stage "$w/daq" nci querygen daq --data "$w/data" --out "$w/daq"
   if [[ " ${queries[*]} " == *" $w/daq16 "* ]]; then
     stage "$w/daq16" nci querygen daq --data "$w/data" --out "$w/daq16" --window 16
