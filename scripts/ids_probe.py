@@ -28,6 +28,7 @@ import torch
 
 from nci.data import load_qrels, split_queries
 from nci.decoding import ConstrainedDecoder
+from nci.encoder import pool
 from nci.semantic_ids import IdsConfig, SemanticIds, build_semantic_ids, node_centroids
 from nci.train import TrainConfig, build_model
 from nci.trie import Trie
@@ -58,6 +59,7 @@ def probe(
         config=config,
     )
     model_config = replace(model_config or TrainConfig(), centroid_prior=True, encoder_trainable_layers=0)
+    torch.manual_seed(model_config.seed)  # the untrained decoder's weights: same figures every run
     model = build_model(model_config, sem).eval()
     decoder = ConstrainedDecoder(model, sem.trie)
     hits = {"nci@1": 0, "nci@10": 0, "dense@1": 0, "dense@10": 0}
@@ -66,9 +68,7 @@ def probe(
         with torch.no_grad():
             memory, mask = model.encode(batch["input_ids"], batch["attention_mask"])
             docs, _ = decoder(memory, mask, beam)
-        weights = mask.unsqueeze(-1).float()
-        vectors = torch.nn.functional.normalize((memory * weights).sum(1) / weights.sum(1), dim=-1)
-        dense = np.argsort(-(vectors.numpy() @ embeddings.T), axis=1)[:, :10]
+        dense = np.argsort(-(pool(memory, mask).numpy() @ embeddings.T), axis=1)[:, :10]
         for row, gold in enumerate(relevant[start : start + batch_size]):
             ranked = docs[row].tolist()
             hits["nci@1"] += ranked[0] in gold
