@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("nci.evaluate", "evaluate a method of an index on a dataset's test queries"),
     "bench": ("nci.bench", "benchmark every method in one run (or: nci bench ids)"),
     "serve": ("service.main", "serve an index over HTTP"),
-    "updates": ("nci.updates", "inspect, compact and export a served index's live updates"),
+    "updates": ("nci.live.cli", "inspect, compact and export a served index's live updates"),
 }
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from nci.model import START, NCIModel, autocast
+from nci.semantic_ids import digit_to_token
 
 
 @dataclass
@@ -67,7 +68,7 @@ def node_paths(child: torch.Tensor, doc: torch.Tensor, k: int) -> list[tuple[tor
             out.append((nodes, tokens))
         kids = child[nodes]  # [M, k]
         parent, digit = (kids >= 0).nonzero(as_tuple=True)
-        step = t * k + digit + 2
+        step = digit_to_token(t, digit, k)
         nodes = kids[parent, digit]
         tokens = torch.cat([tokens[parent], step[:, None]], 1)
         t += 1
@@ -211,7 +212,7 @@ class ConstrainedDecoder:
             grown_node = child.flatten(1).gather(1, c)
             nodes = torch.where(is_child, grown_node, kept)
             nodes = torch.where(torch.isfinite(scores), nodes, torch.zeros_like(nodes))
-            inputs = t * k + digit + 2
+            inputs = digit_to_token(t, digit, k)
             parents = parent  # only meaningful for children, the only beams that run again
         docs = tt.doc[nodes]
         docs = torch.where(torch.isinf(scores) | (docs < 0), torch.full_like(docs, -1), docs)

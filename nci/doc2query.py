@@ -21,11 +21,12 @@ By default a query may only use the document's own tokens and common query words
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,11 @@ def load_generator(name_or_path: str | Path, device: torch.device | str = "cpu")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class Doc2QueryConfig:
+    """How a doc2query generator is trained. Saved as ``config`` in the generator's manifest.json,
+    fields only, so ``Doc2QueryConfig(**manifest["config"])`` rebuilds it (config.json there is
+    the model's own)."""
+
     base_model: str = DEFAULT_ENCODER
     decoder_layers: int | None = 3
     max_doc_length: int = 192
@@ -254,18 +259,19 @@ def _epoch_batches(
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def train_generator(
-    data_dir: str | Path, config: TrainConfig, progress: bool = True
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Fine-tune a generator on ``data_dir``'s training pairs.
+@dataclass(frozen=True)
+class _TrainingData:
+    """A dataset's training pairs, checked against its corpus."""
 
-    Returns ``(tokenizer, model, report)``; the report holds counts, losses and the training
-    query ids, for the manifest. Saving is the caller's (see ``nci.querygen``).
-    """
-    from transformers import get_linear_schedule_with_warmup
-    from transformers.modeling_outputs import BaseModelOutput
+    pairs_by_id: list[tuple[str, str]]  # (query id, doc id), in qrels order
+    doc_ids: list[str]  # the documents of those pairs, in order of first appearance
+    pairs: list[tuple[int, int]]  # (index into pairs_by_id, index into doc_ids)
+    corpus: dict[str, dict[str, str]]
+    queries: dict[str, str]
 
-    from nci.data import DataError, document_text, load_corpus, split_queries
+
+def _load_training_data(data_dir: str | Path) -> _TrainingData:
+    from nci.data import DataError, load_corpus, split_queries
 
     pairs_by_id = training_pairs(data_dir)
     if not pairs_by_id:
@@ -281,110 +287,214 @@ def train_generator(
             raise DataError(f"train qrels name document '{d}', which is not in corpus.jsonl", file=data_dir)
     doc_index = {d: i for i, d in enumerate(doc_ids)}
     pairs = [(i, doc_index[d]) for i, (_, d) in enumerate(pairs_by_id)]
+    return _TrainingData(pairs_by_id, doc_ids, pairs, corpus, queries)
 
-    device = pick_device(config.device)
+
+def _warm_start(config: Doc2QueryConfig, device: torch.device) -> tuple[Any, Any]:
+    # Seeded before building: the new cross-attention and LM head weights come from torch's RNG.
     torch.manual_seed(config.seed)
     tokenizer, model = build_generator(config.base_model, config.decoder_layers)
     model.generation_config.max_new_tokens = config.max_query_length
     model.to(device).train()
-    pad, eos = model.config.pad_token_id, model.config.eos_token_id
+    return tokenizer, model
+
+
+def _tokenize_pairs(
+    tokenizer, data: _TrainingData, config: Doc2QueryConfig, eos: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of every document of ``data.doc_ids`` and of every query of ``data.pairs_by_id``."""
+    from nci.data import document_text
 
     doc_tokens = tokenizer(
-        [document_text(corpus[d]) for d in doc_ids], truncation=True, max_length=config.max_doc_length
+        [document_text(data.corpus[d]) for d in data.doc_ids],
+        truncation=True,
+        max_length=config.max_doc_length,
     )["input_ids"]
     # Labels are the query then [SEP]; the model prepends the start token ([CLS]) itself.
     query_tokens = [
         ids + [eos]
         for ids in tokenizer(
-            [queries[q] for q, _ in pairs_by_id],
+            [data.queries[q] for q, _ in data.pairs_by_id],
             add_special_tokens=False,
             truncation=True,
             max_length=config.max_query_length - 1,
         )["input_ids"]
     ]
+    return doc_tokens, query_tokens
 
-    cache = None
-    if not config.finetune_all:
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-        model.decoder.get_input_embeddings().weight.requires_grad_(False)
-        cache = _encode_documents(model, doc_tokens, pad, device, progress)
 
-    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
-    total_steps = max(1, round(config.epochs * steps_per_epoch))
-    trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, round(config.warmup_fraction * total_steps), total_steps
-    )
+def _freeze_encoder(model) -> None:
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    # The decoder's word embeddings are tied to the output layer: frozen with the encoder.
+    model.decoder.get_input_embeddings().weight.requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class _PairBatches:
+    """Turns a batch of pair indices into the model's loss; each distinct document of the batch
+    is encoded (or read from ``cache``) once and its states repeated for each of its queries."""
+
+    pairs: Sequence[tuple[int, int]]  # (query index, document index)
+    doc_tokens: Sequence[Sequence[int]]
+    query_tokens: Sequence[Sequence[int]]
+    cache: list[torch.Tensor] | None  # frozen encoder states per document, or None to encode
+    pad: int
+    device: torch.device
+
+    def loss(self, model, batch: Sequence[int], autocast: torch.autocast) -> torch.Tensor:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        pairs, device = self.pairs, self.device
+        docs = list(dict.fromkeys(pairs[i][1] for i in batch))
+        slot = {d: j for j, d in enumerate(docs)}
+        labels, label_mask = _pad([self.query_tokens[pairs[i][0]] for i in batch], self.pad)
+        labels = labels.masked_fill(label_mask == 0, -100).to(device)
+        expand = torch.tensor([slot[pairs[i][1]] for i in batch], device=device)
+        with autocast:
+            if self.cache is None:
+                input_ids, attention = _pad([self.doc_tokens[d] for d in docs], self.pad)
+                input_ids, attention = input_ids.to(device), attention.to(device)
+                hidden = model.encoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            else:
+                hidden, attention = _pad_states([self.cache[d] for d in docs], device)
+            return model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[expand]),
+                attention_mask=attention[expand],
+                labels=labels,
+            ).loss
+
+
+def _batch_stream(
+    pairs: Sequence[tuple[int, int]], n_docs: int, batch_size: int, seed: int
+) -> Iterator[tuple[int, list[int]]]:
+    """``(epoch, batch)`` without end; an epoch's order depends on (seed, epoch) only."""
+    for epoch in itertools.count():
+        rng = np.random.default_rng([seed, epoch])
+        for batch in _epoch_batches(pairs, n_docs, batch_size, rng):
+            yield epoch, batch
+
+
+@dataclass(frozen=True)
+class _Optimizer:
+    """AdamW with a linear warmup schedule over the parameters left trainable."""
+
+    trained: list[torch.nn.Parameter]
+    adamw: torch.optim.AdamW
+    scheduler: Any
+
+    @classmethod
+    def for_model(cls, model, config: Doc2QueryConfig, total_steps: int) -> _Optimizer:
+        from transformers import get_linear_schedule_with_warmup
+
+        trained = [p for p in model.parameters() if p.requires_grad]
+        adamw = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(
+            adamw, round(config.warmup_fraction * total_steps), total_steps
+        )
+        return cls(trained, adamw, scheduler)
+
+    def step(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trained, 1.0)
+        self.adamw.step()
+        self.scheduler.step()
+        self.adamw.zero_grad(set_to_none=True)
+
+
+def _train_loop(
+    model,
+    batches: _PairBatches,
+    optimizer: _Optimizer,
+    config: Doc2QueryConfig,
+    total_steps: int,
+    progress: bool,
+) -> tuple[list[float], bool]:
+    """Up to ``total_steps`` optimizer steps; returns the loss of each step taken and whether the
+    ``max_minutes`` budget stopped it early."""
+    device = batches.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     deadline = None if config.max_minutes is None else time.monotonic() + 60 * config.max_minutes
-
     # transformers warns on every EncoderDecoderModel loss about a change made in v4.12; not ours.
     warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
     losses: list[float] = []
-    step, epoch, stopped_early = 0, 0, False
+    stopped_early = False
+    stream = _batch_stream(batches.pairs, len(batches.doc_tokens), config.batch_size, config.seed)
     bar = tqdm(total=total_steps, desc="train doc2query", unit="step", disable=not progress)
-    while step < total_steps and not stopped_early:
-        rng = np.random.default_rng([config.seed, epoch])
-        for batch in _epoch_batches(pairs, len(doc_ids), config.batch_size, rng):
-            if step >= total_steps:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                stopped_early = True
-                log.warning(
-                    "time budget of %s minutes spent after %d of %d steps",
-                    config.max_minutes,
-                    step,
-                    total_steps,
-                )
-                break
-            docs = list(dict.fromkeys(pairs[i][1] for i in batch))
-            slot = {d: j for j, d in enumerate(docs)}
-            labels, label_mask = _pad([query_tokens[pairs[i][0]] for i in batch], pad)
-            labels = labels.masked_fill(label_mask == 0, -100).to(device)
-            expand = torch.tensor([slot[pairs[i][1]] for i in batch], device=device)
-            with autocast:
-                if cache is None:
-                    input_ids, attention = _pad([doc_tokens[d] for d in docs], pad)
-                    input_ids, attention = input_ids.to(device), attention.to(device)
-                    hidden = model.encoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
-                else:
-                    hidden, attention = _pad_states([cache[d] for d in docs], device)
-                loss = model(
-                    encoder_outputs=BaseModelOutput(last_hidden_state=hidden[expand]),
-                    attention_mask=attention[expand],
-                    labels=labels,
-                ).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach().item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", epoch=epoch)
-        epoch += 1
+    for epoch, batch in itertools.islice(stream, total_steps):
+        if deadline is not None and time.monotonic() > deadline:
+            stopped_early = True
+            log.warning(
+                "time budget of %s minutes spent after %d of %d steps",
+                config.max_minutes,
+                len(losses),
+                total_steps,
+            )
+            break
+        loss = batches.loss(model, batch, autocast)
+        optimizer.step(loss)
+        losses.append(loss.detach().item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", epoch=epoch)
     bar.close()
+    return losses, stopped_early
+
+
+def _training_report(
+    data: _TrainingData,
+    losses: list[float],
+    total_steps: int,
+    steps_per_epoch: int,
+    stopped_early: bool,
+    device: torch.device,
+    trained_parameters: int,
+) -> dict[str, Any]:
+    # Losses averaged over the first and last fifth (at most 50 steps): single steps are noisy.
+    tail = max(1, min(50, len(losses) // 5))
+    return {
+        "training_pairs": len(data.pairs),
+        "training_queries": len({q for q, _ in data.pairs_by_id}),
+        "documents": len(data.doc_ids),
+        "steps": len(losses),
+        "planned_steps": total_steps,
+        "epochs_run": round(len(losses) / steps_per_epoch, 3),
+        "stopped_early": stopped_early,
+        "device": str(device),
+        "trained_parameters": trained_parameters,
+        "loss_first": round(float(np.mean(losses[:tail])), 4) if losses else None,
+        "loss_last": round(float(np.mean(losses[-tail:])), 4) if losses else None,
+        "query_ids": list(dict.fromkeys(q for q, _ in data.pairs_by_id)),
+    }
+
+
+def train_generator(
+    data_dir: str | Path, config: Doc2QueryConfig, progress: bool = True
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Fine-tune a generator on ``data_dir``'s training pairs.
+
+    Returns ``(tokenizer, model, report)``; the report holds counts, losses and the training
+    query ids, for the manifest. Saving is the caller's (see ``nci.querygen``).
+    """
+    data = _load_training_data(data_dir)
+    device = pick_device(config.device)
+    tokenizer, model = _warm_start(config, device)
+    pad, eos = model.config.pad_token_id, model.config.eos_token_id
+    doc_tokens, query_tokens = _tokenize_pairs(tokenizer, data, config, eos)
+    cache = None
+    if not config.finetune_all:
+        _freeze_encoder(model)
+        cache = _encode_documents(model, doc_tokens, pad, device, progress)
+    batches = _PairBatches(data.pairs, doc_tokens, query_tokens, cache, pad, device)
+
+    steps_per_epoch = math.ceil(len(data.pairs) / config.batch_size)
+    total_steps = max(1, round(config.epochs * steps_per_epoch))
+    optimizer = _Optimizer.for_model(model, config, total_steps)
+    losses, stopped_early = _train_loop(model, batches, optimizer, config, total_steps, progress)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    tail = max(1, min(50, len(losses) // 5))
-    report = {
-        "training_pairs": len(pairs),
-        "training_queries": len({q for q, _ in pairs_by_id}),
-        "documents": len(doc_ids),
-        "steps": step,
-        "planned_steps": total_steps,
-        "epochs_run": round(step / steps_per_epoch, 3),
-        "stopped_early": stopped_early,
-        "device": str(device),
-        "trained_parameters": sum(p.numel() for p in trained),
-        "loss_first": round(float(np.mean(losses[:tail])), 4) if losses else None,
-        "loss_last": round(float(np.mean(losses[-tail:])), 4) if losses else None,
-        "query_ids": list(dict.fromkeys(q for q, _ in pairs_by_id)),
-    }
+    trained_parameters = sum(p.numel() for p in optimizer.trained)
+    report = _training_report(data, losses, total_steps, steps_per_epoch, stopped_early, device, trained_parameters)
     return tokenizer, model, report
 
 
@@ -479,24 +589,15 @@ def _gumbel_sampler():
     return GumbelSampler
 
 
-def sample_queries(
-    tokenizer, model, docs: Sequence[tuple[str, str]], config: SamplingConfig
-) -> tuple[list[list[str]], dict[str, int]]:
-    """Up to ``config.n`` distinct, non-empty queries for each ``(doc_id, text)``, by sampling.
-
-    Returns the queries per document and counts of dropped empty and duplicate samples. Each
-    document is encoded once; its samples share the encoder states.
-    """
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-    from transformers.modeling_outputs import BaseModelOutput
-
-    device = next(model.parameters()).device
+def _greedy_generation_config(tokenizer, model, max_query_length: int):
+    """The model's generation config, set to greedy decoding: sampling comes from the Gumbel
+    noise of ``_gumbel_sampler``, not from ``generate``'s own (batch-dependent) sampling."""
     gen_config = model.generation_config.__class__.from_dict(model.generation_config.to_dict())
     gen_config.update(
         do_sample=False,
         num_beams=1,
         num_return_sequences=1,
-        max_new_tokens=config.max_query_length,
+        max_new_tokens=max_query_length,
         top_k=None,
         top_p=None,
         temperature=None,
@@ -505,6 +606,12 @@ def sample_queries(
         gen_config.eos_token_id = tokenizer.eos_token_id or tokenizer.sep_token_id
     if gen_config.pad_token_id is None:
         gen_config.pad_token_id = tokenizer.pad_token_id
+    return gen_config
+
+
+def _warpers(config: SamplingConfig) -> list:
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
     warpers = []
     if config.temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(config.temperature))
@@ -512,13 +619,74 @@ def sample_queries(
         warpers.append(TopKLogitsWarper(config.top_k))
     if config.top_p is not None:
         warpers.append(TopPLogitsWarper(config.top_p))
-    sampler = _gumbel_sampler()
-    if config.vocabulary == "document":
-        words = [*QUERY_WORDS, *(w.capitalize() for w in QUERY_WORDS)]  # cased vocabularies too
-        common = set(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"])
-        eos = gen_config.eos_token_id
-        special = set(tokenizer.all_special_ids)
+    return warpers
 
+
+def _common_query_tokens(tokenizer) -> set[int]:
+    words = [*QUERY_WORDS, *(w.capitalize() for w in QUERY_WORDS)]  # cased vocabularies too
+    return set(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"])
+
+
+def _document_vocabularies(
+    input_ids: torch.Tensor, common: set[int], special: set[int], eos: int | list[int]
+) -> list[set[int]]:
+    """Per document: its own tokens and the common query words, no special token but the end."""
+    ends = set(eos if isinstance(eos, list) else [eos])
+    return [(common | set(ids.tolist())) - special | ends for ids in input_ids]
+
+
+@dataclass
+class _Harvest:
+    """The distinct queries kept for each document so far, and what was drawn and dropped."""
+
+    kept: list[list[str]]
+    seen: list[set[str]]  # casefolded kept queries
+    drawn: list[int]  # samples drawn per document: the next sample's number
+    counts: dict[str, int]
+
+    @classmethod
+    def start(cls, n_docs: int) -> _Harvest:
+        counts = {"samples": 0, "empty": 0, "duplicates": 0}
+        return cls([[] for _ in range(n_docs)], [set() for _ in range(n_docs)], [0] * n_docs, counts)
+
+    def missing(self, n: int) -> list[tuple[int, int]]:
+        """``(document, sample number)`` for each query a document still lacks, numbered on
+        from its earlier samples so that a new round never repeats an earlier seed."""
+        rows = [(i, self.drawn[i] + r) for i in range(len(self.kept)) for r in range(n - len(self.kept[i]))]
+        for i, _ in rows:
+            self.drawn[i] += 1
+        return rows
+
+    def add(self, i: int, text: str) -> None:
+        self.counts["samples"] += 1
+        text = " ".join(text.split())
+        if not text:
+            self.counts["empty"] += 1
+        elif text.casefold() in self.seen[i]:
+            self.counts["duplicates"] += 1
+        else:
+            self.seen[i].add(text.casefold())
+            self.kept[i].append(text)
+
+
+def sample_queries(
+    tokenizer, model, docs: Sequence[tuple[str, str]], config: SamplingConfig
+) -> tuple[list[list[str]], dict[str, int]]:
+    """Up to ``config.n`` distinct, non-empty queries for each ``(doc_id, text)``, by sampling.
+
+    Returns the queries per document and counts of dropped empty and duplicate samples. Each
+    document is encoded once; its samples share the encoder states.
+    """
+    from transformers import LogitsProcessorList
+    from transformers.modeling_outputs import BaseModelOutput
+
+    device = next(model.parameters()).device
+    gen_config = _greedy_generation_config(tokenizer, model, config.max_query_length)
+    warpers = _warpers(config)
+    sampler = _gumbel_sampler()
+    restrict = config.vocabulary == "document"
+    if restrict:
+        common, special = _common_query_tokens(tokenizer), set(tokenizer.all_special_ids)
     enc = tokenizer(
         [text for _, text in docs],
         truncation=True,
@@ -526,29 +694,21 @@ def sample_queries(
         padding=True,
         return_tensors="pt",
     ).to(device)
-    kept: list[list[str]] = [[] for _ in docs]
-    seen: list[set[str]] = [set() for _ in docs]
-    drawn = [0] * len(docs)
-    counts = {"samples": 0, "empty": 0, "duplicates": 0}
+    harvest = _Harvest.start(len(docs))
     with torch.inference_mode():
         hidden = model.get_encoder()(
             input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
         ).last_hidden_state
-        if config.vocabulary == "document":
-            doc_vocab = [
-                (common | set(ids.tolist())) - special | set(eos if isinstance(eos, list) else [eos])
-                for ids in enc["input_ids"]
-            ]
+        if restrict:
+            doc_vocab = _document_vocabularies(enc["input_ids"], common, special, gen_config.eos_token_id)
         for _ in range(config.max_rounds):
-            rows = [(i, drawn[i] + r) for i in range(len(docs)) for r in range(config.n - len(kept[i]))]
+            rows = harvest.missing(config.n)
             if not rows:
                 break
-            for i, _ in rows:
-                drawn[i] += 1
             expand = torch.tensor([i for i, _ in rows], device=device)
             seeds = [stable_seed(config.seed, docs[i][0], j) for i, j in rows]
             processors = [*warpers, sampler(seeds)]
-            if config.vocabulary == "document":
+            if restrict:
                 processors.insert(0, _allowed_tokens()([doc_vocab[i] for i, _ in rows]))
             out = model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=hidden[expand]),
@@ -557,13 +717,5 @@ def sample_queries(
                 logits_processor=LogitsProcessorList(processors),
             )
             for (i, _), text in zip(rows, tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
-                counts["samples"] += 1
-                text = " ".join(text.split())
-                if not text:
-                    counts["empty"] += 1
-                elif text.casefold() in seen[i]:
-                    counts["duplicates"] += 1
-                else:
-                    seen[i].add(text.casefold())
-                    kept[i].append(text)
-    return kept, counts
+                harvest.add(i, text)
+    return harvest.kept, harvest.counts

@@ -54,27 +54,3 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str = "mea
     else:
         raise ValueError(f"unknown pooling '{pooling}'; use 'mean' or 'cls'")
     return torch.nn.functional.normalize(vec.float(), dim=-1)
-
-
-def tiny_bert(directory: str | Path, hidden_size: int = 32, seed: int = 0) -> Path:
-    """Write a tiny randomly initialised BERT to ``directory``, with the packaged tokenizer.
-
-    For tests and smoke runs: it loads through the same code path as a real encoder.
-    """
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(None))
-    tokenizer.save_pretrained(directory)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=hidden_size * 2,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(directory)
-    return directory

@@ -32,7 +32,7 @@ from pathlib import Path
 import ir_measures
 from ir_measures import RR, R, Success, nDCG
 
-from nci.retrieval import add_ensemble_argument
+from nci.retrieval.ensemble import add_ensemble_argument
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ def ranked_run(qids: Sequence[str], results: Sequence[Sequence[tuple[str, float]
     run: Run = {}
     for qid, hits in zip(qids, results, strict=True):
         ranked: dict[str, float] = {}
-        for rank, (doc_id, _) in enumerate(hits):
-            ranked.setdefault(doc_id, float(len(hits) - rank))
+        for rank, hit in enumerate(hits):  # (doc id, score, ...) tuples, e.g. nci.retrieval.Hit
+            ranked.setdefault(hit[0], float(len(hits) - rank))
         run[qid] = ranked
     return run
 
@@ -110,8 +110,8 @@ def scored_run(qids: Sequence[str], results: Sequence[Sequence[tuple[str, float]
     run: Run = {}
     for qid, hits in zip(qids, results, strict=True):
         scored: dict[str, float] = {}
-        for doc_id, score in hits:
-            scored.setdefault(doc_id, float(score))
+        for hit in hits:
+            scored.setdefault(hit[0], float(hit[1]))
         run[qid] = scored
     return run
 
@@ -151,31 +151,17 @@ def read_trec_run(path: str | Path) -> Run:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from nci.search import add_index_arguments, add_method_arguments
+
     p.add_argument("--data", required=True, type=Path, help="prepared dataset (BEIR layout)")
-    p.add_argument("--index", required=True, type=Path, help="index directory (nci index build)")
-    p.add_argument("--method", required=True, help="nci, dense, pq, bm25 or nci+dense")
+    add_index_arguments(p)
+    add_method_arguments(p, default="nci")
     p.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
     p.add_argument("--k", type=int, default=100, help="results per query (default 100)")
-    p.add_argument("--beam", type=int, default=None, help="nci beam size (default: k)")
-    p.add_argument(
-        "--rerank",
-        type=int,
-        default=0,
-        help="pq only: re-rank k*R candidates with the exact vectors (0 = off)",
-    )
     add_ensemble_argument(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and FAISS")
     p.add_argument("--run-out", type=Path, default=None, help="write the results as a TREC run file")
-
-
-def method_options(method: str, beam: int | None, rerank: int, k: int) -> dict:
-    """Keyword options for :meth:`nci.retrieval.Index.retriever` from command-line flags."""
-    if method.startswith("nci"):
-        return {"beam": beam or k}
-    if method == "pq" and rerank:
-        return {"rerank": rerank}
-    return {}
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -183,24 +169,28 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     from nci.data import load_qrels, split_queries
-    from nci.retrieval import ensemble, load_index, search_batched, set_threads
+    from nci.live import open_live_index
+    from nci.retrieval import ensemble, load_index, resolve_beam, search_batched, set_threads
+    from nci.search import method_options
 
     if args.threads:
         set_threads(args.threads)
+    try:
+        opts = method_options(args)
+    except ValueError as e:
+        parser.error(str(e))
     qrels = load_qrels(args.data, args.split)
     queries = split_queries(args.data, args.split)
     if not queries:
         parser.error(f"{args.data}: no queries with qrels in split '{args.split}'")
-    index = load_index(args.index)
+    live = open_live_index(args.index, args.updates, read_only=True)
     if args.ensemble:
         if args.method != "nci":
             parser.error("--ensemble works with --method nci")
-        indexes = [index, *(load_index(p) for p in args.ensemble)]
-        retriever = ensemble(indexes, beam=args.beam or args.k)
+        indexes = [live.index, *(load_index(p) for p in args.ensemble)]
+        retriever = ensemble(indexes, beam=resolve_beam(args.k, args.beam))
     else:
-        retriever = index.retriever(
-            args.method, **method_options(args.method, args.beam, args.rerank, args.k)
-        )
+        retriever = live.retriever(args.method, **opts)
     qids = list(queries)
     results = search_batched(retriever, [queries[q] for q in qids], args.k, args.batch_size, progress=True)
     metrics = evaluate(ranked_run(qids, results), qrels)

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from nci import retrieval as R
-from nci.baselines import PQ_MIN_DOCS, build_bm25, build_faiss, default_pq_m
 from nci.manifest import ArtifactError, atomic_output_dir, fingerprint, read_manifest, write_manifest
+from nci.retrieval import index as R
+from nci.retrieval.dense import default_pq_m
+from nci.retrieval.registry import BuildContext, get_method, method_names
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,94 @@ def build_index(
 ) -> Path:
     """Assemble an index directory from a dataset, its embeddings, and optionally ids and a model."""
     from nci.data import document_text, load_corpus
-    from nci.encoder import load_encoder
 
     data, embeddings, out = Path(data), Path(embeddings), Path(out)
     corpus = load_corpus(data)
     doc_ids = list(corpus)
 
+    vectors, emb_manifest = _read_embeddings(embeddings, doc_ids, data)
+    emb_cfg = emb_manifest.get("config") or {}
+    encoder_source = emb_manifest.get("model_source") or emb_cfg.get("model")
+    _check_ids_and_model(ids, model, doc_ids, data)
+    methods: dict[str, dict[str, Any]] = {}
+
+    vectors = np.ascontiguousarray(vectors)
+    dim = int(vectors.shape[1])
+    pq_m = config.pq_m or default_pq_m(dim)
+    if dim % pq_m:
+        raise ValueError(f"pq_m {pq_m} does not divide the embedding dimension {dim}")
+
+    start = time.perf_counter()
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        _write_documents(tmp, corpus, doc_ids)
+        _place(embeddings / "embeddings.npy", tmp / R.EMBEDDINGS, config.link)
+        if ids is not None:
+            _place(ids, tmp / R.IDS, config.link)
+        if model is not None:
+            # inference files only: a training directory also holds caches and checkpoints
+            (tmp / R.MODEL).mkdir()
+            for name in MODEL_FILES:
+                if (model / name).exists():
+                    _place(model / name, tmp / R.MODEL / name, config.link)
+        query_encoder = _place_query_encoder(tmp, encoder_source, emb_cfg, has_model=model is not None)
+
+        ctx = BuildContext(
+            out=tmp,
+            doc_ids=doc_ids,
+            texts=lambda: [document_text(corpus[d]) for d in doc_ids],
+            vectors=vectors,
+            config=config,
+            encoder_dir=query_encoder["path"],
+            has_ids=ids is not None,
+            has_model=model is not None,
+        )
+        for name in method_names():  # registration order is build order
+            spec = get_method(name)
+            if spec.build is not None:
+                methods[name] = spec.build(ctx)
+
+        inputs = {"data": data, "embeddings": embeddings, "ids": ids, "model": model}
+        counts = {
+            "documents": len(doc_ids),
+            "dimension": dim,
+            "pq_m": pq_m if "files" in methods.get("pq", {}) else None,
+            "bm25_vocabulary": methods.get("bm25", {}).get("vocabulary"),
+        }
+        _write_index_manifest(
+            tmp, config, inputs, counts, methods, query_encoder, time.perf_counter() - start
+        )
+    available = [m for m, info in methods.items() if "unavailable" not in info]
+    log.info("index with %s -> %s", ", ".join(sorted(available)), out)
+    return out
+
+
+def _write_index_manifest(
+    out: Path,
+    config: IndexConfig,
+    inputs: dict[str, Path | None],
+    counts: dict[str, Any],
+    methods: dict[str, dict[str, Any]],
+    query_encoder: dict[str, Any],
+    wall_seconds: float,
+) -> None:
+    """manifest.json with every file's size (``load_index`` checks them), the methods' entries
+    and the query encoder."""
+    files = {
+        str(p.relative_to(out)): {"bytes": p.stat().st_size} for p in sorted(out.rglob("*")) if p.is_file()
+    }
+    write_manifest(
+        out,
+        stage=R.STAGE,
+        config=config,
+        inputs={name: path for name, path in inputs.items() if path is not None},
+        counts=counts,
+        wall_seconds=wall_seconds,
+        extra={"files": files, "methods": methods, "query_encoder": query_encoder},
+    )
+
+
+def _read_embeddings(embeddings: Path, doc_ids: list[str], data: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The document vectors (memory-mapped) and the embed manifest, checked against the corpus."""
     emb_manifest = read_manifest(embeddings, stage="embed")
     emb_ids = (embeddings / "doc_ids.txt").read_text().splitlines()
     if emb_ids != doc_ids:
@@ -111,10 +194,12 @@ def build_index(
             f"{embeddings / 'embeddings.npy'}: shape {vectors.shape} {vectors.dtype}, "
             f"expected ({len(doc_ids)}, dim) float32"
         )
-    emb_cfg = emb_manifest.get("config") or {}
-    encoder_source = emb_manifest.get("model_source") or emb_cfg.get("model")
+    return vectors, emb_manifest
 
-    methods: dict[str, dict[str, Any]] = {}
+
+def _check_ids_and_model(ids: Path | None, model: Path | None, doc_ids: list[str], data: Path) -> None:
+    """The ids cover exactly the corpus; a model comes with the ids it was trained on."""
+    sem = None
     if ids is not None:
         from nci.semantic_ids import load_semantic_ids
 
@@ -134,120 +219,37 @@ def build_index(
                 f"{model}: not an NCI model directory (no encoder/); train one with `nci train`"
             )
         _check_model_matches_ids(model, ids, sem)
-    if ids is None or model is None:
-        methods["nci"] = {"unavailable": "the index was built without --ids and --model"}
 
-    vectors = np.ascontiguousarray(vectors)
-    dim = int(vectors.shape[1])
-    pq_m = config.pq_m or default_pq_m(dim)
-    if dim % pq_m:
-        raise ValueError(f"pq_m {pq_m} does not divide the embedding dimension {dim}")
 
-    start = time.perf_counter()
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        with open(tmp / R.DOCUMENTS, "w") as f:
-            for doc_id, doc in corpus.items():
-                f.write(json.dumps({"_id": doc_id, "title": doc["title"], "text": doc["text"]}) + "\n")
-        (tmp / R.DOC_IDS).write_text("\n".join(doc_ids) + "\n")
-        _place(embeddings / "embeddings.npy", tmp / R.EMBEDDINGS, config.link)
+def _write_documents(out: Path, corpus: dict[str, dict[str, str]], doc_ids: list[str]) -> None:
+    with open(out / R.DOCUMENTS, "w") as f:
+        for doc_id, doc in corpus.items():
+            f.write(json.dumps({"_id": doc_id, "title": doc["title"], "text": doc["text"]}) + "\n")
+    (out / R.DOC_IDS).write_text("\n".join(doc_ids) + "\n")
 
-        if ids is not None:
-            _place(ids, tmp / R.IDS, config.link)
-        if model is not None:
-            # inference files only: a training directory also holds caches and checkpoints
-            (tmp / R.MODEL).mkdir()
-            for name in MODEL_FILES:
-                if (model / name).exists():
-                    _place(model / name, tmp / R.MODEL / name, config.link)
 
-        # The query encoder: the NCI model's own encoder when it is the same network, else a copy.
-        log.info("query encoder: %s", encoder_source)
-        tokenizer, encoder = load_encoder(encoder_source)
-        encoder_dir = R.ENCODER
-        shared = model is not None and _save_and_compare(
-            tokenizer, encoder, tmp / R.ENCODER, tmp / R.MODEL / "encoder"
-        )
-        if shared:
-            shutil.rmtree(tmp / R.ENCODER)
-            encoder_dir = f"{R.MODEL}/encoder"
-            log.info("the NCI model's encoder is the embedding encoder: shared")
-        elif model is None:
-            tokenizer.save_pretrained(tmp / R.ENCODER)
-            encoder.save_pretrained(tmp / R.ENCODER)
-        query_encoder = {
-            "path": encoder_dir,
-            "pooling": emb_cfg.get("pooling", "mean"),
-            "max_length": int(emb_cfg.get("max_length", 256)),
-            "source": str(encoder_source),
-        }
+def _place_query_encoder(out: Path, source: Any, emb_cfg: dict[str, Any], has_model: bool) -> dict[str, Any]:
+    """The query encoder: the NCI model's own encoder when it is the same network, else a copy.
+    Returns the manifest's ``query_encoder`` entry."""
+    from nci.encoder import load_encoder
 
-        log.info("FAISS: flat and PQ%dx4fs over %d x %d vectors", pq_m, *vectors.shape)
-        import faiss
-
-        flat, pq = build_faiss(vectors, pq_m)
-        faiss.write_index(flat, str(tmp / R.DENSE))
-        methods["dense"] = {"files": [R.DENSE, encoder_dir], "factory": "Flat", "metric": "inner_product"}
-        if pq is not None:
-            faiss.write_index(pq, str(tmp / R.PQ))
-            methods["pq"] = {
-                "files": [R.PQ, encoder_dir],
-                "factory": f"PQ{pq_m}x4fs",
-                "metric": "inner_product",
-                "bytes_per_vector": pq_m // 2,
-            }
-        else:
-            methods["pq"] = {
-                "unavailable": f"the corpus has {len(doc_ids)} documents; 4-bit PQ needs >= {PQ_MIN_DOCS}"
-            }
-
-        log.info("BM25 over %d documents", len(doc_ids))
-        vocab = build_bm25(
-            [document_text(corpus[d]) for d in doc_ids],
-            tmp / R.BM25,
-            k1=config.bm25_k1,
-            b=config.bm25_b,
-            method=config.bm25_method,
-            stemmer=config.stemmer,
-            stopwords=config.stopwords,
-        )
-        methods["bm25"] = {
-            "files": [R.BM25],
-            "stemmer": config.stemmer,
-            "stopwords": config.stopwords,
-            "k1": config.bm25_k1,
-            "b": config.bm25_b,
-            "variant": config.bm25_method,
-        }
-        if ids is not None and model is not None:
-            methods["nci"] = {"files": [R.MODEL, R.IDS]}
-
-        files = {
-            str(p.relative_to(tmp)): {"bytes": p.stat().st_size}
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        }
-        inputs: dict[str, Path] = {"data": data, "embeddings": embeddings}
-        if ids is not None:
-            inputs["ids"] = ids
-        if model is not None:
-            inputs["model"] = model
-        write_manifest(
-            tmp,
-            stage=R.STAGE,
-            config=config,
-            inputs=inputs,
-            counts={
-                "documents": len(doc_ids),
-                "dimension": dim,
-                "pq_m": pq_m if pq is not None else None,
-                "bm25_vocabulary": vocab,
-            },
-            wall_seconds=time.perf_counter() - start,
-            extra={"files": files, "methods": methods, "query_encoder": query_encoder},
-        )
-    available = [m for m, info in methods.items() if "unavailable" not in info]
-    log.info("index with %s -> %s", ", ".join(sorted(available)), out)
-    return out
+    log.info("query encoder: %s", source)
+    tokenizer, encoder = load_encoder(source)
+    encoder_dir = R.ENCODER
+    shared = has_model and _save_and_compare(tokenizer, encoder, out / R.ENCODER, out / R.MODEL / "encoder")
+    if shared:
+        shutil.rmtree(out / R.ENCODER)
+        encoder_dir = f"{R.MODEL}/encoder"
+        log.info("the NCI model's encoder is the embedding encoder: shared")
+    elif not has_model:
+        tokenizer.save_pretrained(out / R.ENCODER)
+        encoder.save_pretrained(out / R.ENCODER)
+    return {
+        "path": encoder_dir,
+        "pooling": emb_cfg.get("pooling", "mean"),
+        "max_length": int(emb_cfg.get("max_length", 256)),
+        "source": str(source),
+    }
 
 
 def _check_model_matches_ids(model: Path, ids: Path, sem: Any) -> None:

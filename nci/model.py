@@ -6,7 +6,7 @@ Wang et al., "A Neural Corpus Indexer for Document Retrieval" (NeurIPS 2022), se
   directory). Its token states, projected to the decoder width, are the decoder's memory.
 - The **decoder** writes a document's semantic id one digit at a time. Tokens are position-specific:
   digit ``d`` at position ``t`` is token ``t*k + d + 2`` (0 = pad, also used as the start input;
-  1 = END), see ``nci.semantic_ids``.
+  1 = END), defined in ``nci.semantic_ids``.
 - The **prefix-aware weight-adaptive (PAWA) output layer** (section 3.3): the meaning of a digit
   depends on the digits above it, so a small transformer reads the prefix and, per position, emits a
   ``d x V`` weight delta that is added to the shared output projection. Each prefix gets its own
@@ -14,9 +14,9 @@ Wang et al., "A Neural Corpus Indexer for Document Retrieval" (NeurIPS 2022), se
 
 Only the ``k + 1`` tokens that can occur at a position (its ``k`` digit tokens and END) are ever
 scored, so the decoder's logits are *compact*: ``[..., k + 1]``, index ``j < k`` is digit ``j`` of the
-current position and index ``k`` is END (``choice_labels`` maps tokens to these indices). The PAWA
-delta is then ``d x (k + 1)`` per position instead of ``d x V``, the same model restricted to the
-tokens that matter.
+current position and index ``k`` is END (``choice_tokens`` lists these tokens, ``choice_labels``
+maps tokens to these indices). The PAWA delta is then ``d x (k + 1)`` per position instead of
+``d x V``, the same model restricted to the tokens that matter.
 
 An optional **centroid prior** (not in the paper) adds ``scale * <q, w[node, j]>`` to digit ``j``'s
 logit, where ``q`` is the mean-pooled, normalised query memory and ``w[node]`` is a trainable table
@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nci.manifest import load_config, save_config
+from nci.semantic_ids import END, PAD, choice_tokens, digit_to_token, vocab_size
 
-START = 0  # the decoder's first input: the pad token, as in T5
-END = 1
+START = PAD  # the decoder's first input: the pad token, as in T5
 MODEL_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"
 
@@ -79,25 +79,17 @@ class NCIConfig:
 
     @property
     def vocab_size(self) -> int:
-        # One spare block of digit tokens for the END-only last position keeps every position's
-        # k + 1 choices real rows of one table; those digits are never a target and never allowed.
-        return self.n_positions * self.k + 2
-
-
-def choice_tokens(k: int, n_positions: int) -> torch.Tensor:
-    """``[n_positions, k + 1]`` token ids scored at each position: its k digit tokens, then END."""
-    t = torch.arange(n_positions)[:, None]
-    digits = t * k + torch.arange(k)[None, :] + 2
-    return torch.cat([digits, torch.full((n_positions, 1), END)], 1)
+        """Rows of the token embedding and output tables (``nci.semantic_ids.vocab_size``)."""
+        return vocab_size(self.k, self.max_depth)
 
 
 def choice_labels(tokens: torch.Tensor, k: int) -> torch.Tensor:
-    """Map docid tokens ``[..., T]`` (position t in the last axis) to compact indices:
-    digit -> 0..k-1, END -> k, PAD -> -100 (ignored by the loss)."""
+    """Map docid tokens ``[..., T]`` (position t in the last axis) to compact indices, the
+    columns of ``choice_tokens``: digit -> 0..k-1, END -> k, PAD -> -100 (ignored by the loss)."""
     t = torch.arange(tokens.shape[-1], device=tokens.device)
-    labels = tokens - t * k - 2
+    labels = tokens - digit_to_token(t, 0, k)
     labels = torch.where(tokens == END, torch.full_like(tokens, k), labels)
-    return torch.where(tokens == START, torch.full_like(tokens, -100), labels)
+    return torch.where(tokens == PAD, torch.full_like(tokens, -100), labels)
 
 
 def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
@@ -267,7 +259,9 @@ class NCIModel(nn.Module):
                 raise ValueError("centroid_prior needs n_nodes (the trie's node count)")
             self.node_weight = nn.Parameter(torch.zeros(cfg.n_nodes, cfg.k, cfg.d_model))
             self.node_scale = nn.Parameter(torch.tensor(20.0))
-        self.register_buffer("choices", choice_tokens(cfg.k, cfg.n_positions), persistent=False)
+        self.register_buffer(
+            "choices", torch.from_numpy(choice_tokens(cfg.k, cfg.n_positions)), persistent=False
+        )
         self._init_decoder()
 
     def _init_decoder(self) -> None:

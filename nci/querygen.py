@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "querygen"
 PSEUDO_QUERIES = "pseudo_queries.jsonl"
-SOURCES = ("daq", "d2q")
+PSEUDO_QUERY_KINDS = ("daq", "d2q")  # the "source" value of each pseudo_queries.jsonl row
 
 
 def _torch_threads() -> int:
@@ -388,7 +388,7 @@ def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, over
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nci.doc2query import TrainConfig
+    from nci.doc2query import Doc2QueryConfig
 
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
@@ -418,26 +418,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     t.add_argument(
         "--base-model",
-        default=TrainConfig.base_model,
+        default=Doc2QueryConfig.base_model,
         help="BERT encoder to warm-start both halves from (default: packaged all-MiniLM-L6-v2)",
     )
     t.add_argument(
         "--decoder-layers",
         type=int,
-        default=TrainConfig.decoder_layers,
+        default=Doc2QueryConfig.decoder_layers,
         help="BERT layers kept for the decoder (default 3; 0 = all)",
     )
-    t.add_argument("--epochs", type=float, default=TrainConfig.epochs)
+    t.add_argument("--epochs", type=float, default=Doc2QueryConfig.epochs)
     t.add_argument(
         "--finetune-all",
         action="store_true",
         help="train the encoder and word embeddings too (for a GPU); default: they stay frozen and "
         "encoder states are computed once",
     )
-    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="(query, document) pairs")
-    t.add_argument("--lr", type=float, default=TrainConfig.lr)
-    t.add_argument("--max-doc-length", type=int, default=TrainConfig.max_doc_length, help="tokens")
-    t.add_argument("--max-query-length", type=int, default=TrainConfig.max_query_length, help="tokens")
+    t.add_argument(
+        "--batch-size", type=int, default=Doc2QueryConfig.batch_size, help="(query, document) pairs"
+    )
+    t.add_argument("--lr", type=float, default=Doc2QueryConfig.lr)
+    t.add_argument("--max-doc-length", type=int, default=Doc2QueryConfig.max_doc_length, help="tokens")
+    t.add_argument("--max-query-length", type=int, default=Doc2QueryConfig.max_query_length, help="tokens")
     t.add_argument("--max-minutes", type=float, default=None, help="stop and save when this budget is spent")
 
     g = sub.add_parser("generate", parents=[common, torch_opts], help="sample N queries per document")
@@ -467,7 +469,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     from nci.data import DataError
-    from nci.doc2query import GeneratorError, TrainConfig
+    from nci.doc2query import Doc2QueryConfig, GeneratorError
 
     if args.action != "daq":
         import torch
@@ -482,7 +484,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 overwrite=args.overwrite,
             )
         elif args.action == "train":
-            config = TrainConfig(
+            config = Doc2QueryConfig(
                 base_model=args.base_model,
                 decoder_layers=args.decoder_layers or None,
                 epochs=args.epochs,

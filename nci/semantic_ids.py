@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -29,26 +30,42 @@ from nci.trie import Trie
 
 log = logging.getLogger(__name__)
 
-PAD = 0
-END = 1
-
-
 # --- token numbering -------------------------------------------------------------------------
+# The decoder's token numbering, defined here only; nci.model and nci.decoding import it.
+
+PAD = 0  # after END; also the decoder's start input
+END = 1
+DIGIT_OFFSET = 2  # digit tokens come after PAD and END
 
 
-def digit_to_token(position: int, digit: int, k: int) -> int:
-    return position * k + digit + 2
+def digit_to_token(position: Any, digit: Any, k: int) -> Any:
+    """Token of ``digit`` at ``position``: ``position * k + digit + 2``. Element-wise on numpy
+    arrays and torch tensors too."""
+    return position * k + digit + DIGIT_OFFSET
 
 
 def token_to_digit(token: int, k: int) -> tuple[int, int]:
     """``(position, digit)`` of a digit token."""
-    if token < 2:
+    if token < DIGIT_OFFSET:
         raise ValueError(f"token {token} is PAD or END, not a digit")
-    return divmod(token - 2, k)
+    return divmod(token - DIGIT_OFFSET, k)
 
 
 def vocab_size(k: int, max_depth: int) -> int:
-    return max_depth * k + 2
+    """Rows of the decoder's token tables: PAD, END and a block of ``k`` digit tokens for each of
+    the ``max_depth + 1`` decoder positions.
+
+    The last position (``max_depth``) only ever writes END, so its digit block is never a target
+    and never allowed; it is there so that every position's ``k + 1`` choices
+    (:func:`choice_tokens`) are rows of one table, and saved models have these rows."""
+    return (max_depth + 1) * k + DIGIT_OFFSET
+
+
+def choice_tokens(k: int, n_positions: int) -> np.ndarray:
+    """int64 ``[n_positions, k + 1]``: the tokens that can be written at each position, its ``k``
+    digit tokens and then END (the order of the decoder's compact logits)."""
+    digits = digit_to_token(np.arange(n_positions)[:, None], np.arange(k)[None, :], k)
+    return np.concatenate([digits, np.full((n_positions, 1), END)], 1).astype(np.int64)
 
 
 def ids_to_tokens(ids: Sequence[Sequence[int]], k: int, max_depth: int) -> np.ndarray:

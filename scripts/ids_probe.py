@@ -29,8 +29,9 @@ import torch
 from nci.data import load_qrels, split_queries
 from nci.decoding import ConstrainedDecoder
 from nci.encoder import pool
+from nci.model_build import build_model
 from nci.semantic_ids import IdsConfig, SemanticIds, build_semantic_ids, node_centroids
-from nci.train import TrainConfig, build_model
+from nci.train import TrainConfig
 from nci.trie import Trie
 
 

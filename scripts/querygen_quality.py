@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nci.baselines import BM25Retriever, build_bm25
 from nci.data import document_text, load_corpus, load_qrels, split_queries
 from nci.querygen import PSEUDO_QUERIES, read_pseudo_queries
+from nci.retrieval.bm25 import BM25Retriever, build_bm25
 
 
 def success(retriever: BM25Retriever, queries: list[str], relevant: list[set[str]], ks=(1, 10)) -> dict:
@@ -31,7 +31,7 @@ def success(retriever: BM25Retriever, queries: list[str], relevant: list[set[str
     hits = retriever.search(queries, k=max(ks))
     out = {"queries": len(queries)}
     for k in ks:
-        found = sum(1 for h, rel in zip(hits, relevant, strict=True) if any(d in rel for d, _ in h[:k]))
+        found = sum(1 for h, rel in zip(hits, relevant, strict=True) if any(hit[0] in rel for hit in h[:k]))
         out[f"success@{k}"] = found / len(queries) if queries else float("nan")
     return out
 

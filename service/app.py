@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nci import __version__
-from nci.updates import LiveIndex
+from nci.live import LiveIndex
 from service.api import documents, health, search
 from service.config import Settings, get_settings
 from service.state import ServiceState

@@ -7,8 +7,9 @@ works. While a search runs, new requests queue up and form the next batch, so un
 fill up without waiting at all. One search runs at a time per method: torch and FAISS already use
 every core for one batch.
 
-Requests with different beam sizes are searched separately; different ``k`` share one search
-(run with the largest ``k``, each request keeps its own top ``k``).
+Requests with different method options (beam size, ...) are searched separately; different ``k``
+share one search (run with the largest ``k``, each request keeps its own top ``k``: every method
+returns the same top ``k`` whatever larger ``k`` it ran with).
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SearchFn = Callable[[list[str], int, "int | None"], list[list[Any]]]
+SearchFn = Callable[[list[str], int, dict[str, Any]], list[list[Any]]]
 
 
 @dataclass
 class _Request:
     queries: list[str]
     k: int
-    beam: int | None
+    options: tuple[tuple[str, Any], ...]
     future: asyncio.Future = field(repr=False)
 
 
 class Batcher:
-    """Gathers concurrent ``submit`` calls into batched calls of ``search(queries, k, beam)``."""
+    """Gathers concurrent ``submit`` calls into batched calls of ``search(queries, k, options)``."""
 
     def __init__(
         self,
@@ -73,12 +74,15 @@ class Batcher:
             if not request.future.done():
                 request.future.set_exception(RuntimeError("the service is shutting down"))
 
-    async def submit(self, queries: list[str], k: int, beam: int | None = None) -> list[list[Any]]:
+    async def submit(
+        self, queries: list[str], k: int, options: dict[str, Any] | None = None
+    ) -> list[list[Any]]:
         """Hits for each query, as ``search`` returns them, once the batch holding them has run."""
         self.start()
         assert self._queue is not None
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(list(queries), k, beam, future))
+        key = tuple(sorted((options or {}).items()))
+        await self._queue.put(_Request(list(queries), k, key, future))
         return await future
 
     async def _gather(self) -> list[_Request]:
@@ -105,15 +109,15 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             batch = await self._gather()
-            groups: dict[int | None, list[_Request]] = {}
+            groups: dict[tuple[tuple[str, Any], ...], list[_Request]] = {}
             for request in batch:
                 if not request.future.done():  # a client that went away needs no answer
-                    groups.setdefault(request.beam, []).append(request)
-            for beam, requests in groups.items():
+                    groups.setdefault(request.options, []).append(request)
+            for options, requests in groups.items():
                 queries = [q for r in requests for q in r.queries]
                 k = max(r.k for r in requests)
                 try:
-                    results = await asyncio.to_thread(self.search, queries, k, beam)
+                    results = await asyncio.to_thread(self.search, queries, k, dict(options))
                 except Exception as e:  # each waiting request gets the error
                     for r in requests:
                         if not r.future.done():

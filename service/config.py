@@ -1,4 +1,5 @@
-"""Service settings (pydantic-settings): environment variables with the prefix ``NCI_``.
+"""Service settings (pydantic-settings): environment variables with the prefix ``NCI_``, one
+settings class for the whole project (the service's extends :class:`nci.settings.Settings`).
 
 Every field can be set as ``NCI_<NAME>`` (for example ``NCI_INDEX=/data/index``,
 ``NCI_API_KEY=...``, ``NCI_CORS_ORIGINS='["https://example.org"]'``); ``nci serve`` flags
@@ -11,11 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nci.settings import Settings as CoreSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NCI_", extra="ignore")
+class Settings(CoreSettings):
+    """The project's settings (``nci.settings``: datasets, home) plus the service's own."""
 
     # The index directory (nci index build) and where live updates are kept (default INDEX/updates).
     index: Path | None = None

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Method = Literal["nci", "dense", "pq", "bm25", "nci+dense"]
+from nci.retrieval import get_method, method_names
+
+
+def _method_enum(schema: dict[str, Any]) -> None:
+    # the registry's methods, read when the schema is made (a method registered later shows too)
+    schema["enum"] = method_names()
+
+
+def _check_method(value: str) -> str:
+    if value not in method_names():
+        raise ValueError(f"unknown method '{value}'; choose from {', '.join(method_names())}")
+    return value
 
 
 def _encodable(value: str, what: str) -> str:
@@ -37,19 +48,42 @@ class SearchRequest(BaseModel):
     query: str | None = Field(None, description="the query; give this or `queries`")
     queries: list[str] | None = Field(None, description="a batch of queries; give this or `query`")
     k: int = Field(10, ge=1, le=1000, description="results per query")
-    method: Method = Field(
+    method: str = Field(
         "nci",
-        description="nci, dense (exact inner product), pq (4-bit PQ), bm25, or nci+dense "
-        "(NCI's beam re-scored with dense similarity)",
+        description="a registered method: nci, dense (exact inner product), pq (4-bit PQ), bm25, "
+        "nci+dense (NCI's beam re-scored with dense similarity), ...; GET /v1/index lists them",
+        json_schema_extra=_method_enum,
     )
     beam: int | None = Field(
         None,
         ge=1,
         le=1000,
-        description="nci and nci+dense only: beam size (default max(k, 10); they return at most "
-        "`beam` results)",
+        description="methods with a beam (nci, nci+dense): beam size (default max(k, 10); they "
+        "return at most `beam` results)",
+    )
+    options: dict[str, int | float] | None = Field(
+        None,
+        description='the method\'s other search options, e.g. {"rerank": 4} for pq or '
+        '{"weight": 20} for nci+dense (GET /v1/index lists each method\'s options)',
     )
     snippets: bool = Field(True, description="include a text snippet per result")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        return _check_method(v)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any] | None, info: Any) -> dict[str, Any] | None:
+        if not v:
+            return None
+        if "beam" in v:
+            raise ValueError("give the beam as the top-level `beam` field")
+        method = info.data.get("method")
+        if method is not None:
+            get_method(method).parse_options(v)  # raises ValueError naming the bad option
+        return v
 
     @field_validator("query")
     @classmethod
@@ -94,7 +128,7 @@ class QueryResults(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    method: Method
+    method: str
     k: int
     beam: int | None = None
     took_ms: float = Field(description="server time for the request, queueing included")
@@ -171,6 +205,9 @@ class IndexInfo(BaseModel):
     added: int
     deleted: int
     methods: dict[str, str | None] = Field(description="method -> null when available, else why not")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="method -> its search options: {name: {type, default, help}}"
+    )
     default_beam: int
     limits: dict[str, int]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
-from nci.updates import Hit, LiveIndex, open_live_index
+from nci.live import LiveIndex, open_live_index
+from nci.retrieval import Hits
 from service.batching import Batcher
 from service.config import Settings
 from service.metrics import Metrics
@@ -44,8 +46,8 @@ class ServiceState:
             assert self.live is not None
             live, s = self.live, self.settings
 
-            def run(queries: list[str], k: int, beam: int | None) -> list[list[Hit]]:
-                return live.search(method, queries, k, beam)
+            def run(queries: list[str], k: int, options: dict[str, Any]) -> list[Hits]:
+                return live.search(method, queries, k, **options)
 
             def observe(n: int) -> None:
                 self.metrics.batch_queries.labels(method).observe(n)
@@ -78,12 +80,7 @@ def load_live(settings: Settings) -> LiveIndex:
     """Open ``settings.index`` with its live updates and warm every method up (fails early)."""
     if settings.index is None:
         raise ValueError("no index directory: pass --index DIR or set NCI_INDEX")
-    live = open_live_index(
-        settings.index,
-        settings.updates_dir,
-        snapshot_every=settings.snapshot_every,
-        default_beam=settings.default_beam,
-    )
+    live = open_live_index(settings.index, settings.updates_dir, snapshot_every=settings.snapshot_every)
     try:
         seconds = live.warm_up()
     except Exception:

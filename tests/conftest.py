@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Path:
-    from nci.encoder import tiny_bert
+    from tiny_bert import tiny_bert
 
     return tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 

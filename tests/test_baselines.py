@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from nci.baselines import FaissRetriever, build_faiss, default_pq_m
 from nci.data import load_corpus, load_qrels, split_queries
 from nci.embed import EmbedConfig, embed_corpus
 from nci.index import IndexConfig, build_index
 from nci.manifest import ArtifactError
 from nci.retrieval import Retriever, load_index
+from nci.retrieval.dense import FaissRetriever, build_faiss, default_pq_m
 from nci.synthetic import make_corpus, make_vectors, write_beir
 
 
@@ -35,8 +35,8 @@ def test_every_baseline_satisfies_the_interface(built):
         assert len(results) == len(queries)
         for hits in results:
             assert len(hits) <= 5
-            assert all(doc_id in index.documents for doc_id, _ in hits)
-            scores = [s for _, s in hits]
+            assert all(doc_id in index.documents for doc_id, *_ in hits)
+            scores = [s for _, s, *_ in hits]
             assert scores == sorted(scores, reverse=True)
         assert r.search([], 5) == []
 
@@ -50,8 +50,8 @@ def test_dense_equals_brute_force_numpy(built):
     doc_ids = (built[1] / "doc_ids.txt").read_text().split()
     for hits, v in zip(dense.search(queries, 7), vecs, strict=True):
         order = np.argsort(-(emb @ v), kind="stable")[:7]
-        assert [d for d, _ in hits] == [doc_ids[i] for i in order]
-        np.testing.assert_allclose([s for _, s in hits], (emb @ v)[order], rtol=1e-5, atol=1e-6)
+        assert [d for d, *_ in hits] == [doc_ids[i] for i in order]
+        np.testing.assert_allclose([s for _, s, *_ in hits], (emb @ v)[order], rtol=1e-5, atol=1e-6)
 
 
 def test_pq_recall_close_to_exact_and_rerank_closes_the_gap():
@@ -66,16 +66,18 @@ def test_pq_recall_close_to_exact_and_rerank_closes_the_gap():
 
     def success(retriever, k):
         hits = retriever.search_vectors(queries, k)
-        assert all(len(h) == k and len({d for d, _ in h}) == k and all(d in ids for d, _ in h) for h in hits)
-        return np.mean([f"v{i}" in {d for d, _ in h} for i, h in enumerate(hits)])
+        assert all(
+            len(h) == k and len({d for d, *_ in h}) == k and all(d in ids for d, *_ in h) for h in hits
+        )
+        return np.mean([f"v{i}" in {d for d, *_ in h} for i, h in enumerate(hits)])
 
     exact = success(FaissRetriever("dense", flat, ids, encoder=None), 10)
     approx = success(FaissRetriever("pq", pq, ids, encoder=None), 10)
-    rerank = FaissRetriever("pq", pq, ids, encoder=None, embeddings=x, rerank=4)
+    rerank = FaissRetriever("pq", pq, ids, encoder=None, vector=lambda d: x[int(d[1:])])
     assert exact == 1.0
     assert 0.6 < approx <= exact
     # re-ranking 4x the candidates with exact vectors recovers the exact top hit almost always
-    top1 = [h[0][0] for h in rerank.search_vectors(queries, 10)]
+    top1 = [h[0][0] for h in rerank.search_vectors(queries, 10, rerank=4)]
     assert np.mean([d == f"v{i}" for i, d in enumerate(top1)]) >= 0.95
     # asking for more than the index holds returns what there is
     assert len(FaissRetriever("pq", pq, ids, encoder=None).search_vectors(queries[:1], 5000)[0]) == 1000
@@ -112,8 +114,8 @@ def test_bm25_uses_an_english_stemmer(tmp_path, tiny_encoder):
     emb = embed_corpus(data, tmp_path / "emb", EmbedConfig(model=str(tiny_encoder), max_length=16))
     index = load_index(build_index(data, emb, tmp_path / "index"))
     hits = index.retriever("bm25").search(["runs", "cat", "the of"], 20)
-    assert {d for d, _ in hits[0]} == {f"d{i}" for i in range(0, 18, 3)}
-    assert {d for d, _ in hits[1]} == {f"d{i}" for i in range(1, 18, 3)}
+    assert {d for d, *_ in hits[0]} == {f"d{i}" for i in range(0, 18, 3)}
+    assert {d for d, *_ in hits[1]} == {f"d{i}" for i in range(1, 18, 3)}
     assert hits[2] == []  # stopwords only
 
 
@@ -203,10 +205,10 @@ def test_search_and_evaluate_commands(built, capsys):
 def test_bm25_on_real_data_matches_published_figures(tmp_path, name, folder, key, low, high):
     import bm25s
 
-    from nci.baselines import BM25Retriever, build_bm25
     from nci.data import document_text, prepare
     from nci.evaluate import evaluate, ranked_run
     from nci.retrieval import search_batched
+    from nci.retrieval.bm25 import BM25Retriever, build_bm25
     from nci.settings import get_settings
 
     root = get_settings().datasets

@@ -109,10 +109,10 @@ def test_nci_retriever_batched_equals_one_by_one(pipeline):
     queries = ["kalo mine", "topic 2 ruta vo", "zi"]
     batched = nci.search(queries, 4)
     single = [nci.search([q], 4)[0] for q in queries]
-    assert [[d for d, _ in h] for h in batched] == [[d for d, _ in h] for h in single]
+    assert [[d for d, *_ in h] for h in batched] == [[d for d, *_ in h] for h in single]
     for hits in batched:
-        assert len(hits) == 4 and all(d in index.documents for d, _ in hits)
-        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+        assert len(hits) == 4 and all(d in index.documents for d, *_ in hits)
+        assert [s for _, s, *_ in hits] == sorted((s for _, s, *_ in hits), reverse=True)
     assert len(nci.search(["x"], 100)[0]) == 6  # at most beam results
 
 
@@ -128,19 +128,19 @@ def test_nci_plus_dense_rescores_the_nci_beam_with_cosine_similarity(pipeline):
         vectors, nci, hybrid.search(queries, 4), plain.search(queries, 6), strict=True
     ):
         expected = sorted(
-            ((d, s + 5.0 * float(index.embeddings[row[d]] @ q)) for d, s in beam_hits), key=lambda h: -h[1]
+            ((d, s + 5.0 * float(index.embeddings[row[d]] @ q)) for d, s, _ in beam_hits), key=lambda h: -h[1]
         )[:4]
-        assert [d for d, _ in hits] == [d for d, _ in expected]
-        np.testing.assert_allclose([s for _, s in hits], [s for _, s in expected], rtol=1e-5)
-        assert [d for d, _ in zero] == [d for d, _ in beam_hits]  # weight 0: NCI's own order
+        assert [d for d, *_ in hits] == [d for d, *_ in expected]
+        np.testing.assert_allclose([s for _, s, *_ in hits], [s for _, s, *_ in expected], rtol=1e-5)
+        assert [d for d, *_ in zero] == [d for d, *_ in beam_hits]  # weight 0: NCI's own order
     assert hybrid.search([], 4) == []
 
 
 def test_rank_vote_adds_one_over_rank_fifth_plus_one():
     fused = rank_vote([[("a", -0.1), ("b", -0.2)], [("b", -0.3), ("c", -0.4)]], k=10)
-    assert [d for d, _ in fused] == ["b", "a", "c"]
-    np.testing.assert_allclose([v for _, v in fused], [1 / 1.4 + 1 / 1.2, 1 / 1.2, 1 / 1.4])
-    assert rank_vote([[("a", 0.0), ("b", 0.0)]], k=1) == [("a", pytest.approx(1 / 1.2))]
+    assert [d for d, *_ in fused] == ["b", "a", "c"]
+    np.testing.assert_allclose([v for _, v, *_ in fused], [1 / 1.4 + 1 / 1.2, 1 / 1.2, 1 / 1.4])
+    assert [h[:2] for h in rank_vote([[("a", 0.0), ("b", 0.0)]], k=1)] == [("a", pytest.approx(1 / 1.2))]
 
 
 def test_an_ensemble_of_one_model_twice_keeps_its_ranking(pipeline, capsys):
@@ -148,7 +148,7 @@ def test_an_ensemble_of_one_model_twice_keeps_its_ranking(pipeline, capsys):
     queries = ["kalo mine", "topic 2 ruta vo", "zi"]
     single = index.retriever("nci", beam=6).search(queries, 6)
     fused = ensemble([index, load_index(pipeline["index"])], beam=6).search(queries, 6)
-    assert [[d for d, _ in h] for h in fused] == [[d for d, _ in h] for h in single]
+    assert [[d for d, *_ in h] for h in fused] == [[d for d, *_ in h] for h in single]
     with pytest.raises(ValueError, match="at least two"):
         ensemble([index])
     from nci.evaluate import main as evaluate_main
@@ -163,7 +163,7 @@ def test_an_ensemble_of_one_model_twice_keeps_its_ranking(pipeline, capsys):
     search = ["--index", str(pipeline["index"]), "--method", "nci", "--k", "3", "--beam", "6", "--json"]
     assert search_main([*search, "--ensemble", str(pipeline["index"]), "--", "kalo mine"]) == 0
     hits = json.loads(capsys.readouterr().out)["results"]
-    assert [h["id"] for h in hits] == [d for d, _ in single[0][:3]]
+    assert [h["id"] for h in hits] == [d for d, *_ in single[0][:3]]
 
 
 def _check_outputs(out, methods):

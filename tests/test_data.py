@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -328,7 +331,7 @@ def test_cranfield(tmp_path, name):
 def test_source_from_nci_datasets(tmp_path, monkeypatch):
     write_cranfield(tmp_path / "datasets" / "cranfield")
     monkeypatch.setenv("NCI_DATASETS", str(tmp_path / "datasets"))
-    monkeypatch.setattr(data, "_download", lambda name: pytest.fail("must not download"))
+    monkeypatch.setattr(data.sources, "_download", lambda name: pytest.fail("must not download"))
     get_settings.cache_clear()
     try:
         manifest = prepare("cranfield", tmp_path / "out")
@@ -550,7 +553,8 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
         assert (Path(folder) / "corpus.jsonl").is_file()  # already partly written
         raise DataError("boom", file=Path(folder) / "corpus.jsonl", line=1)
 
-    monkeypatch.setattr(data, "check_dataset", broken)
+    # the module, not the function nci.data.prepare that the package re-exports under its name
+    monkeypatch.setattr(importlib.import_module("nci.data.prepare"), "check_dataset", broken)
     with pytest.raises(DataError, match="boom"):
         prepare("glasgow", tmp_path / "out", src=src)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
@@ -594,6 +598,43 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, problem):
     assert err.startswith("nci data: error: ") and problem in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_as_python_m(tmp_path):
+    src = write_cranfield(tmp_path / "raw")
+    argv = ["prepare", "cranfield", "--src", str(src), "--out", str(tmp_path / "out")]
+    run = subprocess.run([sys.executable, "-m", "nci.data", *argv], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (
+        run.stdout
+        == f"{tmp_path / 'out'}: 3 documents, 2 queries (train 0, test 2), qrels lines train 0, test 5\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The source registry
+
+
+def test_a_new_source_format_is_one_reader_and_one_registration(tmp_path, monkeypatch):
+    def read_toy(src):
+        corpus = {"d1": {"title": "Toy", "text": Path(src).read_text()}}
+        return data.Dataset(corpus, {"q1": "which toy?"}, {"test": {"q1": {"d1": 1}}}, inputs={"source": src})
+
+    (tmp_path / "toy.txt").write_text("a toy document")
+    toy = data.DatasetSource(read_toy, "toy", "https://example.invalid/toy.txt")
+    monkeypatch.setitem(data.DATASET_SOURCES, "toy", toy)
+    out = tmp_path / "out"
+    assert data.main(["prepare", "toy", "--src", str(tmp_path / "toy.txt"), "--out", str(out)]) == 0
+    assert load_corpus(out) == {"d1": {"title": "Toy", "text": "a toy document"}}
+    assert split_queries(out, "test") == {"q1": "which toy?"}
+    assert read_manifest(out, stage="data")["config"] == {
+        "dataset": "toy",
+        "source": str(tmp_path / "toy.txt"),
+        "seed": 0,
+        "test_fraction": None,
+    }
+    with pytest.raises(DataError, match="applies to squad only; toy has a fixed split"):
+        prepare("toy", tmp_path / "again", src=tmp_path / "toy.txt", test_fraction=0.5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from tiny_model import QUERIES, encode, exhaustive_scores, make_ids, make_model
 
 from nci.bench import PythonTrie, rankings_agree, reference_beam_search
 from nci.decoding import ConstrainedDecoder, NodeHeads, TrieTensors, beam_search, node_paths
+from nci.semantic_ids import digit_to_token
 from nci.trie import Trie
 
 VARIANTS = ["pawa", "pawa+prior", "no-pawa"]
@@ -44,7 +45,7 @@ def test_node_paths_lists_every_internal_node_with_its_tokens(ids):
         node = 0
         for t, d in enumerate(digits[:-1]):
             node = int(trie.child[node, d])
-            assert seen[node] == [s * trie.k + e + 2 for s, e in enumerate(digits[: t + 1])]
+            assert seen[node] == [digit_to_token(s, e, trie.k) for s, e in enumerate(digits[: t + 1])]
 
 
 def test_node_heads_hold_the_shared_layer_plus_each_prefix_delta(tiny_encoder, ids):
@@ -59,7 +60,7 @@ def test_node_heads_hold_the_shared_layer_plus_each_prefix_delta(tiny_encoder, i
         delta = model.prefix_weights(targets)[0, t, :k]
         expected = model.out_weight[model.choices[t, :k]] + delta
         torch.testing.assert_close(heads.weight[heads.row[node]], expected, atol=1e-6, rtol=1e-5)
-        prefix.append(t * k + d + 2)
+        prefix.append(digit_to_token(t, d, k))
         node = int(trie.child[node, d])
     assert int(heads.row[node]) == -1  # a leaf has no head
     assert heads.nbytes > 0

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from tiny_model import QUERIES, encode, make_ids, make_model
 
 from nci.decoding import beam_search
-from nci.model import END, NCIModel, choice_labels, choice_tokens
-from nci.semantic_ids import ids_to_tokens
+from nci.model import NCIConfig, NCIModel, choice_labels
+from nci.semantic_ids import END, choice_tokens, ids_to_tokens, vocab_size
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +17,24 @@ def ids():
     return make_ids()
 
 
-def test_choice_tokens_and_labels_follow_the_token_numbering():
+def test_choice_labels_index_the_choice_tokens():
     k = 3
-    assert choice_tokens(k, 2).tolist() == [[2, 3, 4, END], [5, 6, 7, END]]
     tokens = torch.tensor([[2 + 2, 3 + 0 + 2, END, 0], [END, 0, 0, 0]])
-    assert choice_labels(tokens, k).tolist() == [[2, 0, k, -100], [k, -100, -100, -100]]
+    labels = choice_labels(tokens, k)
+    assert labels.tolist() == [[2, 0, k, -100], [k, -100, -100, -100]]
+    choices = torch.from_numpy(choice_tokens(k, 4))
+    for t in range(4):
+        for row in range(2):
+            if labels[row, t] >= 0:
+                assert choices[t, labels[row, t]] == tokens[row, t]
+
+
+def test_token_tables_have_a_row_for_every_choice():
+    """The model's tables have the numbering's vocab_size rows, the last position's END-only
+    choices included (saved models have these shapes)."""
+    cfg = NCIConfig(k=4, max_depth=3)
+    assert cfg.vocab_size == vocab_size(4, 3) == 4 * 4 + 2
+    assert int(choice_tokens(cfg.k, cfg.n_positions).max()) == cfg.vocab_size - 1
 
 
 def test_forward_shapes(tiny_encoder, ids):

@@ -13,7 +13,7 @@ from transformers import AutoModel
 
 from nci import doc2query, querygen
 from nci.data import load_corpus, load_qrels
-from nci.doc2query import GeneratorError, TrainConfig, training_pairs
+from nci.doc2query import Doc2QueryConfig, GeneratorError, training_pairs
 from nci.manifest import read_manifest
 from nci.querygen import DaqConfig, GenerateConfig, doc_as_queries, read_pseudo_queries
 
@@ -52,7 +52,7 @@ def small_data(tmp_path_factory) -> Path:
 def generator(tiny_encoder, small_data, tmp_path_factory) -> Path:
     """A tiny encoder-decoder trained for a couple of steps on the synthetic training split."""
     out = tmp_path_factory.mktemp("d2q") / "model"
-    config = TrainConfig(base_model=str(tiny_encoder), decoder_layers=1, batch_size=8, epochs=0.5, **FAST)
+    config = Doc2QueryConfig(base_model=str(tiny_encoder), decoder_layers=1, batch_size=8, epochs=0.5, **FAST)
     querygen.train(small_data, out, config)
     return out
 
@@ -136,6 +136,13 @@ def test_generator_saw_no_test_query(generator, small_data):
     assert manifest["inputs"]["data"]["sha256"]
 
 
+def test_training_config_loads_back_from_the_manifest(generator):
+    saved = read_manifest(generator, stage="doc2query")["config"]
+    assert Doc2QueryConfig(**saved) == Doc2QueryConfig(
+        base_model=saved["base_model"], decoder_layers=1, batch_size=8, epochs=0.5, **FAST
+    )
+
+
 def test_frozen_encoder_by_default_or_trained_on_request(tiny_encoder, small_data, tmp_path):
     def encoder_weights(directory: Path) -> dict:
         return {
@@ -143,8 +150,8 @@ def test_frozen_encoder_by_default_or_trained_on_request(tiny_encoder, small_dat
         }
 
     base = {"base_model": str(tiny_encoder), "decoder_layers": 1, "batch_size": 8, "epochs": 1.0, **FAST}
-    querygen.train(small_data, tmp_path / "frozen", TrainConfig(**base))
-    querygen.train(small_data, tmp_path / "full", TrainConfig(**base, finetune_all=True))
+    querygen.train(small_data, tmp_path / "frozen", Doc2QueryConfig(**base))
+    querygen.train(small_data, tmp_path / "full", Doc2QueryConfig(**base, finetune_all=True))
     frozen, full = encoder_weights(tmp_path / "frozen"), encoder_weights(tmp_path / "full")
     # Both start from the same warm start; only the fully trained one has moved.
     word = "encoder.embeddings.word_embeddings.weight"
@@ -163,7 +170,7 @@ def test_training_without_train_queries_fails_clearly(tiny_encoder, tmp_path):
     data = write_toy(tmp_path / "zero", train=[], test=[("t1", "d1")])
     (data / "qrels" / "train.tsv").unlink()
     with pytest.raises(GeneratorError, match="no training queries"):
-        querygen.train(data, tmp_path / "m", TrainConfig(base_model=str(tiny_encoder)))
+        querygen.train(data, tmp_path / "m", Doc2QueryConfig(base_model=str(tiny_encoder)))
     assert not (tmp_path / "m").exists()
 
 
@@ -385,7 +392,7 @@ def test_real_squad_with_the_packaged_minilm_generator(tmp_path):
     assert daq["counts"]["documents"] == 2067 and daq["counts"]["documents_without_queries"] == 0
     # A few steps only: the test checks the real model's plumbing, not its quality.
     tokenizer, model, report = doc2query.train_generator(
-        data, TrainConfig(epochs=0.02, max_doc_length=64, max_query_length=16), progress=False
+        data, Doc2QueryConfig(epochs=0.02, max_doc_length=64, max_query_length=16), progress=False
     )
     assert report["loss_last"] < report["loss_first"]
     assert not set(report["query_ids"]) & set(load_qrels(data, "test"))

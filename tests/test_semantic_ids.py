@@ -12,6 +12,7 @@ from nci.semantic_ids import (
     PAD,
     IdsConfig,
     build_semantic_ids,
+    choice_tokens,
     depth_bound,
     digit_to_token,
     ids_to_tokens,
@@ -102,7 +103,11 @@ def test_token_numbering_round_trip():
     for t in range(4):
         for d in range(k):
             assert token_to_digit(digit_to_token(t, d, k), k) == (t, d)
-    assert vocab_size(k, 4) == 42
+    # max_depth 4: PAD, END and k digit tokens for each of the 5 positions (the last writes only
+    # END; its digit block keeps each position's choices rows of one table)
+    assert vocab_size(k, 4) == 5 * 10 + 2
+    assert choice_tokens(3, 2).tolist() == [[2, 3, 4, END], [5, 6, 7, END]]
+    assert digit_to_token(np.arange(3), np.array([0, 1, 2]), 3).tolist() == [2, 6, 10]
     tokens = ids_to_tokens([(3, 1), (0, 2, 9)], k, max_depth=3)
     assert tokens.tolist() == [[5, 13, END, PAD], [2, 14, 31, END]]
     with pytest.raises(ValueError):

@@ -18,8 +18,8 @@ try:
 except ImportError:  # an optional test dependency: the property-based test is skipped without it
     schemathesis = None
 
+from nci.live import open_live_index
 from nci.retrieval import load_index
-from nci.updates import open_live_index
 from service.app import create_app
 from service.batching import Batcher
 from service.config import Settings
@@ -76,7 +76,7 @@ def test_service_returns_what_the_library_returns(reader, index_dir):
         r = reader.post("/v1/search", json={"queries": queries, "k": 10, "method": method, "beam": 10})
         got = [[h["id"] for h in q["results"]] for q in r.json()["batch"]]
         assert [q["query"] for q in r.json()["batch"]] == queries
-        assert got == [[d for d, _ in hits] for hits in expected], method
+        assert got == [[d for d, *_ in hits] for hits in expected], method
 
 
 def test_nci_beam_bounds_the_results(reader):
@@ -110,18 +110,18 @@ def test_concurrent_searches_are_batched_and_equal_one_by_one():
     assert len(calls) < 20 and sum(map(len, calls)) == 20  # fewer, larger calls
 
 
-def test_batcher_splits_by_beam_and_passes_errors():
-    def search(queries, k, beam):
+def test_batcher_splits_by_options_and_passes_errors():
+    def search(queries, k, options):
         if "bad" in queries:
             raise ValueError("boom")
-        return [[(q, float(beam))] for q in queries]
+        return [[(q, float(options["beam"]))] for q in queries]
 
     async def run():
         batcher = Batcher("t", search, window=0.05)
         out = await asyncio.gather(
-            batcher.submit(["a"], 1, beam=5),
-            batcher.submit(["b"], 1, beam=7),
-            batcher.submit(["bad"], 1, beam=9),
+            batcher.submit(["a"], 1, {"beam": 5}),
+            batcher.submit(["b"], 1, {"beam": 7}),
+            batcher.submit(["bad"], 1, {"beam": 9}),
             return_exceptions=True,
         )
         await batcher.stop()

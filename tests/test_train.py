@@ -362,8 +362,11 @@ def test_feature_cache_computes_only_new_texts(tiny_encoder, tmp_path):
 
 
 def fake_clock(monkeypatch, slower_after: float = float("inf")) -> None:
-    """Replace nci.train's clock: one second per reading (a step reads it a few times), three
-    seconds per reading once ``slower_after`` seconds have passed."""
+    """Replace the clock of every nci.train module that reads one: one second per reading (a step
+    reads it a few times), three seconds per reading once ``slower_after`` seconds have passed."""
+    import importlib
+    import pkgutil
+
     import nci.train
 
     class Clock:
@@ -374,7 +377,13 @@ def fake_clock(monkeypatch, slower_after: float = float("inf")) -> None:
             cls.now += 1.0 if cls.now < slower_after else 3.0
             return cls.now
 
-    monkeypatch.setattr(nci.train, "time", Clock)
+    patched = []
+    for info in pkgutil.iter_modules(nci.train.__path__):
+        module = importlib.import_module(f"nci.train.{info.name}")
+        if getattr(module, "time", None) is time:
+            monkeypatch.setattr(module, "time", Clock)
+            patched.append(info.name)
+    assert {"budget", "loop"} <= set(patched)
 
 
 def test_time_budget_plans_steps_and_validates_a_partial_last_epoch(inputs, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Live additions and deletions (nci.updates): every method sees them at once, ids follow the
+"""Live additions and deletions (nci.live): every method sees them at once, ids follow the
 centroid rule, and updates survive restarts and kills."""
 
 from __future__ import annotations
@@ -15,17 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nci.live import DocumentExists, DocumentNotFound, IdSpaceFull, open_live_index
+from nci.live.journal import LOG
 from nci.manifest import ArtifactError
-from nci.updates import (
-    LOG,
-    DocumentExists,
-    DocumentNotFound,
-    Hit,
-    IdSpaceFull,
-    LiveTrie,
-    merge_fallback,
-    open_live_index,
-)
+from nci.retrieval.hits import Hit, merge_fallback
+from nci.retrieval.id_space import IdSpace
 
 METHODS = ("nci", "dense", "pq", "bm25")
 
@@ -46,7 +40,8 @@ def live(index_dir, tmp_path):
 def everything(live, queries, method):
     """Ids returned by ``method`` for ``queries`` when asking for every document."""
     k = len(live) + 10
-    return {h.doc_id for hits in live.search(method, queries, k, beam=k) for h in hits}
+    opts = {"beam": k} if method.startswith("nci") else {}
+    return {h.doc_id for hits in live.search(method, queries, k, **opts) for h in hits}
 
 
 def test_delete_removes_the_document_from_every_method_at_once(live):
@@ -149,7 +144,7 @@ def test_live_trie_fills_every_free_digit_before_refusing(index_dir):
     from nci.trie import Trie
 
     sem = load_semantic_ids(index_dir / "ids")
-    trie = LiveTrie(sem)
+    trie = IdSpace(sem)
     retired = sem.ids[0]
     trie.remove(sem.doc_ids[0], None)
     rng = np.random.default_rng(0)
@@ -187,8 +182,8 @@ def state_of(live):
         dict(live.store),
         live.trie.live_ids(),
         sorted(live.deleted_built),
-        live.dense.rows,
-        live.pq.rows,
+        live.loaded("dense").live_ids(),
+        live.loaded("pq").live_ids(),
         {d: v.tolist() for d, v in live.added.items()},
     )
 
@@ -249,7 +244,7 @@ WRITER = textwrap.dedent("""
     import sys
     import faiss
     faiss.omp_set_num_threads(1)
-    from nci.updates import open_live_index
+    from nci.live import open_live_index
     live = open_live_index(sys.argv[1], sys.argv[2], snapshot_every=4)
     print("ready", flush=True)
     i = 0
@@ -316,8 +311,8 @@ def live_after(ops):
 
 def test_export_writes_the_live_corpus_and_ids_for_training(index_dir, tmp_path, capsys):
     from nci.data import load_corpus
+    from nci.live.cli import main
     from nci.semantic_ids import load_semantic_ids
-    from nci.updates import main
 
     updates = tmp_path / "updates"
     live = open_live_index(index_dir, updates)

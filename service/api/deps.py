@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from nci.updates import LiveIndex
+from nci.live import LiveIndex
 from service.config import Settings
 from service.state import ServiceState
 

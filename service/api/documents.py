@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException, status
 
-from nci.updates import DocumentExists, DocumentNotFound, IdSpaceFull, UpdateError
+from nci.live import DocumentExists, DocumentNotFound, IdSpaceFull, UpdateError
 from service.api.deps import LiveDep, ReadAccess, StateDep, WriteAccess
 from service.models import (
     AddDocumentsRequest,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from nci.retrieval import get_method
 from service.api.deps import LiveDep, ReadAccess, StateDep
 from service.models import IndexInfo, Status
 
@@ -57,6 +58,12 @@ async def index_info(state: StateDep, live: LiveDep, _: ReadAccess) -> IndexInfo
         added=counts["added"],
         deleted=counts["deleted"],
         methods=live.methods(),
+        options={
+            name: {
+                o.name: {"type": o.type.__name__, "default": o.default, "help": o.help} for o in spec.options
+            }
+            for name, spec in ((m, get_method(m)) for m in live.methods())
+        },
         default_beam=s.default_beam,
         limits={
             "max_query_chars": s.max_query_chars,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from nci.updates import Hit, UpdateError
+from nci.live import UpdateError
+from nci.retrieval import Hit, get_method, resolve_beam
+from nci.retrieval.registry import Method
 from service.api.deps import LiveDep, ReadAccess, StateDep
+from service.config import Settings
 from service.models import ErrorResponse, QueryResults, SearchHit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -65,6 +69,23 @@ def _hits(state, hits: list[Hit], query: str, with_snippets: bool) -> list[Searc
     return out
 
 
+def _options(body: SearchRequest, method: Method, s: Settings) -> tuple[dict[str, Any], int | None]:
+    """The method's options for this request, and its beam (None for methods without one): the
+    one default-beam rule (:func:`nci.retrieval.resolve_beam`), capped at ``max_beam``."""
+    options = dict(body.options or {})
+    names = {o.name for o in method.options}
+    beam = None
+    if "beam" in names:
+        if body.beam is not None and body.beam > s.max_beam:
+            raise HTTPException(422, f"beam: {body.beam} is over the limit of {s.max_beam}")
+        beam = body.beam or min(resolve_beam(body.k, None, s.default_beam), s.max_beam)
+        options["beam"] = beam
+    try:
+        return method.parse_options(options), beam
+    except ValueError as e:
+        raise HTTPException(422, f"options: {e}") from e
+
+
 @router.post(
     "/search",
     response_model=SearchResponse,
@@ -99,13 +120,9 @@ async def search(body: SearchRequest, state: StateDep, live: LiveDep, _: ReadAcc
             f"method '{body.method}' is not available in this index ({reason}); "
             f"use one of: {', '.join(available)}",
         )
-    beam = None
-    if body.method.startswith("nci"):
-        if body.beam is not None and body.beam > s.max_beam:
-            raise HTTPException(422, f"beam: {body.beam} is over the limit of {s.max_beam}")
-        beam = body.beam or min(max(body.k, s.default_beam), s.max_beam)
+    options, beam = _options(body, get_method(body.method), s)
     try:
-        results = await state.batcher(body.method).submit(queries, body.k, beam)
+        results = await state.batcher(body.method).submit(queries, body.k, options)
     except UpdateError as e:
         raise HTTPException(400, str(e)) from e
     metrics = state.metrics

@@ -1,0 +1,176 @@
+"""``bm25``: BM25 (bm25s) with an English stemmer (PyStemmer) and English stopwords.
+
+bm25s has no incremental add: after any addition or deletion the index is rebuilt over the live
+corpus before the next search (0.3-0.7 s for SQuAD's 2,067 paragraphs on two busy cores), so its
+scores are always those of a BM25 index over exactly the live documents, whatever order the
+changes came in (a server and a replay of its journal rank alike).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nci.manifest import ArtifactError
+from nci.retrieval.hits import Hits, hits_from_arrays
+from nci.retrieval.registry import BuildContext, LiveDocument, LoadContext, Method, register
+
+log = logging.getLogger(__name__)
+
+BM25 = "bm25"
+
+
+@dataclass
+class BM25Retriever:
+    """BM25 (bm25s), with the stemmer and stopwords the index was built with.
+
+    Documents sharing no term with the query (score 0) are not returned. ``live_texts`` gives
+    ``(doc ids, texts)`` of the live corpus for the rebuild after additions.
+    """
+
+    name: str
+    model: Any
+    doc_ids: list[str]
+    stopwords: str = "en"
+    stemmer_language: str | None = "english"
+    params: dict[str, Any] = field(default_factory=dict)  # k1, b, variant
+    live_texts: Callable[[], tuple[list[str], list[str]]] | None = None
+    stemmer: Any = field(init=False, default=None)
+    dirty: bool = field(init=False, default=False)  # the live corpus changed since the model was built
+
+    def __post_init__(self) -> None:
+        if self.stemmer_language:
+            import Stemmer
+
+            self.stemmer = Stemmer.Stemmer(self.stemmer_language)
+
+    def search(self, queries: list[str], k: int) -> list[Hits]:
+        import bm25s
+
+        if not queries:
+            return []
+        if self.dirty:
+            self.rebuild()
+        fetch = min(k, len(self.doc_ids))
+        tokens = bm25s.tokenize(
+            queries, stopwords=self.stopwords, stemmer=self.stemmer, return_ids=False, show_progress=False
+        )
+        labels, scores = self.model.retrieve(tokens, k=fetch, show_progress=False)
+        labels = np.where(scores > 0, labels, -1)
+        return hits_from_arrays(self.doc_ids, labels, scores, self.name)
+
+    def add(self, documents: Sequence[LiveDocument]) -> None:
+        if documents:
+            self.dirty = True
+
+    def remove(self, doc_ids: Sequence[str]) -> None:
+        if doc_ids:
+            self.dirty = True
+
+    def rebuild(self) -> None:
+        """Index the live corpus anew (after additions or deletions)."""
+        import bm25s
+
+        assert self.live_texts is not None, "a BM25 retriever without a live corpus cannot rebuild"
+        start = time.perf_counter()
+        doc_ids, texts = self.live_texts()
+        tokens = bm25s.tokenize(texts, stopwords=self.stopwords, stemmer=self.stemmer, show_progress=False)
+        model = bm25s.BM25(
+            k1=self.params.get("k1", 1.5),
+            b=self.params.get("b", 0.75),
+            method=self.params.get("variant", "lucene"),
+        )
+        model.index(tokens, show_progress=False)
+        self.model, self.doc_ids = model, doc_ids
+        self.dirty = False
+        log.info("BM25 rebuilt over %d live documents in %.2f s", len(doc_ids), time.perf_counter() - start)
+
+
+def build_bm25(
+    texts: list[str],
+    out: Path,
+    *,
+    k1: float = 1.5,
+    b: float = 0.75,
+    method: str = "lucene",
+    stemmer: str | None = "english",
+    stopwords: str = "en",
+) -> int:
+    """Index ``texts`` with bm25s and save it to ``out``; returns the vocabulary size."""
+    import bm25s
+    import Stemmer
+
+    tokens = bm25s.tokenize(
+        texts, stopwords=stopwords, stemmer=Stemmer.Stemmer(stemmer) if stemmer else None, show_progress=False
+    )
+    model = bm25s.BM25(k1=k1, b=b, method=method)
+    model.index(tokens, show_progress=False)
+    model.save(str(out), show_progress=False)
+    return len(tokens.vocab)
+
+
+def _build(ctx: BuildContext) -> dict[str, Any]:
+    cfg = ctx.config
+    log.info("BM25 over %d documents", len(ctx.doc_ids))
+    vocab = build_bm25(
+        ctx.texts(),
+        ctx.out / BM25,
+        k1=cfg.bm25_k1,
+        b=cfg.bm25_b,
+        method=cfg.bm25_method,
+        stemmer=cfg.stemmer,
+        stopwords=cfg.stopwords,
+    )
+    return {
+        "files": [BM25],
+        "stemmer": cfg.stemmer,
+        "stopwords": cfg.stopwords,
+        "k1": cfg.bm25_k1,
+        "b": cfg.bm25_b,
+        "variant": cfg.bm25_method,
+        "vocabulary": vocab,
+    }
+
+
+def _load(ctx: LoadContext) -> BM25Retriever:
+    import bm25s
+
+    index, corpus = ctx.index, ctx.corpus
+    info = index.manifest["methods"]["bm25"]
+    try:
+        model = bm25s.BM25.load(str(index.path / BM25), mmap=True, show_progress=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise ArtifactError(
+            f"{index.path / BM25}: cannot load the BM25 index ({e}); rebuild the index"
+        ) from e
+
+    def live_texts() -> tuple[list[str], list[str]]:
+        doc_ids = list(corpus.store)
+        return doc_ids, [corpus.text(d) for d in doc_ids]
+
+    return BM25Retriever(
+        "bm25",
+        model,
+        index.doc_ids,
+        stopwords=info["stopwords"],
+        stemmer_language=info["stemmer"],
+        params={key: info[key] for key in ("k1", "b", "variant") if key in info},
+        live_texts=live_texts,
+    )
+
+
+register(
+    Method(
+        name="bm25",
+        summary="BM25 (bm25s, Lucene variant) with an English stemmer and stopwords",
+        load=_load,
+        build=_build,
+        score="BM25 score",
+    )
+)

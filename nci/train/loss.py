@@ -1,0 +1,64 @@
+"""The training objective (Wang et al. 2022, section 3.4): cross-entropy over the id tokens plus
+``alpha`` times the symmetric KL divergence between two forward passes of the same batch with
+different dropout (R-drop), and the module that runs both passes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nci.model import NCIModel
+
+
+def rdrop_loss(
+    logits: torch.Tensor, labels: torch.Tensor, alpha: float, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, ce, kl)``. With ``alpha > 0``, ``logits`` hold two passes ``[2B, T, C]`` (first B
+    rows, then the same B again) and ``labels`` is ``[B, T]``; kl is the symmetric KL between the
+    passes, averaged over labelled positions: 0.5 * (KL(p1||p2) + KL(p2||p1))."""
+    logits = logits.float()
+    if alpha <= 0:
+        ce = F.cross_entropy(
+            logits.flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=label_smoothing
+        )
+        return ce, ce.detach(), torch.zeros((), device=logits.device)
+    ce = F.cross_entropy(
+        logits.flatten(0, 1),
+        labels.repeat(2, 1).flatten(),
+        ignore_index=-100,
+        label_smoothing=label_smoothing,
+    )
+    valid = labels != -100
+    first, second = logits.chunk(2)
+    lp1, lp2 = F.log_softmax(first[valid], -1), F.log_softmax(second[valid], -1)
+    kl = 0.5 * ((lp1.exp() - lp2.exp()) * (lp1 - lp2)).sum(-1).mean()
+    return ce + alpha * kl, ce.detach(), kl.detach()
+
+
+class TrainingForward(nn.Module):
+    """Features -> compact logits, with R-drop's second pass in the same batch. One module so
+    that DistributedDataParallel sees the whole trainable computation in ``forward``."""
+
+    def __init__(self, model: NCIModel):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, features: dict[str, torch.Tensor], targets: torch.Tensor, nodes: torch.Tensor, twice: bool
+    ) -> torch.Tensor:
+        nodes = nodes if self.model.config.centroid_prior else None
+        passes = 2 if twice else 1
+        if "states" in features and self.model.config.encoder_trainable_layers == 0:
+            # frozen encoder: both passes share one memory (and its attention keys and values)
+            memory, mask = self.model.encode_top(features["states"], features["attention_mask"])
+            return self.model(memory, mask, targets, nodes, passes=passes)
+        # trainable encoder layers: each pass gets its own encoder dropout
+        features = {k: v.repeat(passes, *[1] * (v.dim() - 1)) for k, v in features.items()}
+        targets = targets.repeat(passes, 1)
+        nodes = None if nodes is None else nodes.repeat(passes, 1)
+        if "states" in features:
+            memory, mask = self.model.encode_top(features["states"], features["attention_mask"])
+        else:
+            memory, mask = self.model.encode_train(features["input_ids"], features["attention_mask"])
+        return self.model(memory, mask, targets, nodes)

@@ -1,0 +1,234 @@
+"""Setting up a run: the output directory (fresh, overwritten or resumed), the inputs, the model
+and optimizer, the encoder features, and the :class:`Run` that holds them for the loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nci.decoding import TrieTensors
+from nci.manifest import ArtifactError, fingerprint
+from nci.model import NCIModel
+from nci.model_build import build_model, make_optimizer
+from nci.train.budget import Schedule
+from nci.train.checkpoint import load_tensors, optimizer_from_files, read_resume_state, restore_rng
+from nci.train.config import TrainConfig, amp_context, parse_source_weights
+from nci.train.data import TrainingData, epoch_order, load_training_data, training_data_digest
+from nci.train.ddp import Dist, barrier
+from nci.train.loss import TrainingForward
+
+log = logging.getLogger("nci.train")
+
+# what a run writes into its output directory, besides its feature cache
+RUN_FILES = (
+    "checkpoint",
+    "encoder",
+    "manifest.json",
+    "metrics.jsonl",
+    "model.safetensors",
+    "config.json",
+    "training_curve.png",
+    "train_config.json",
+)
+
+
+@dataclass
+class Run:
+    """One training run: its config, inputs, model and optimizer, and its progress."""
+
+    cfg: TrainConfig  # resolved: no device-dependent defaults left
+    out: Path
+    dist: Dist
+    device: torch.device
+    started: float
+    data: TrainingData
+    source_weights: dict[str, float]
+    model: NCIModel
+    forward: nn.Module  # TrainingForward, inside DistributedDataParallel with several ranks
+    optimizer: torch.optim.Optimizer
+    store: Any  # per-text features: cached encoder states, or token ids
+    trie: TrieTensors
+    example_lengths: np.ndarray  # input length of every training example
+    targets: torch.Tensor  # [n_docs, max_depth + 1] id tokens
+    nodes: torch.Tensor  # [n_docs, max_depth + 1] trie node of each prefix
+    per_rank: int  # batch size on each rank
+    sched: Schedule
+    encoder_fp: str
+    data_digest: str
+    n_trainable: int
+    cache_seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    stopped: str = "epochs"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint" / "last"
+
+
+def pick_device(device_kind: str, dist: Dist) -> torch.device:
+    device = torch.device(f"cuda:{dist.local_rank}" if device_kind == "cuda" else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def settle_output(
+    out: Path, cfg: TrainConfig, resume: bool, overwrite: bool, explicit: set[str], dist: Dist
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The config to run and the checkpoint state to resume from (None for a new run). A new
+    run in a directory that holds one needs ``overwrite``, which removes the old run's files."""
+    if resume:
+        return read_resume_state(out / "checkpoint" / "last", cfg, explicit)
+    if (out / "checkpoint").exists() or (out / "manifest.json").exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} holds a training run; pass --resume to continue it or --overwrite to start over"
+            )
+        if dist.main:
+            for name in RUN_FILES:
+                p = out / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    return cfg, None
+
+
+def build_run(
+    data: Path,
+    ids: Path,
+    query_dirs: list[Path],
+    out: Path,
+    cfg: TrainConfig,
+    state: dict[str, Any] | None,
+    started: float,
+    device: torch.device,
+    dist: Dist,
+) -> Run:
+    """Load the inputs, build the model, compute the features, and restore ``state`` if any."""
+    from nci.semantic_ids import load_semantic_ids
+
+    sem = load_semantic_ids(ids)
+    tdata = load_training_data(Path(data), sem, [Path(q) for q in query_dirs], cfg)
+    weights = parse_source_weights(cfg.source_weights)
+    log.info("training inputs: %s", tdata.counts)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, sem).to(device)
+    torch.manual_seed(cfg.seed + dist.rank)  # dropout differs across ranks
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info(
+        "model: %s; %.2fM trainable parameters; device %s; %d process(es)",
+        model.config,
+        n_trainable / 1e6,
+        device,
+        dist.world,
+    )
+    data_digest, encoder_fp = _check_inputs(tdata, cfg, state)
+    store, cache_seconds = feature_store(model, tdata, cfg, out, encoder_fp, device, dist)
+
+    forward: nn.Module = TrainingForward(model)
+    if dist.on:
+        forward = nn.parallel.DistributedDataParallel(
+            forward, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    per_rank = max(1, cfg.batch_size // dist.world)
+    epoch_size = len(epoch_order(tdata, weights, cfg.seed, 0))
+    steps_per_epoch = math.ceil(math.ceil(epoch_size / dist.world) / per_rank)
+    run = Run(
+        cfg=cfg,
+        out=out,
+        dist=dist,
+        device=device,
+        started=started,
+        data=tdata,
+        source_weights=weights,
+        model=model,
+        forward=forward,
+        optimizer=make_optimizer(model, cfg),
+        store=store,
+        trie=TrieTensors.from_trie(sem.trie, device),
+        example_lengths=np.asarray(store.lengths)[tdata.example_text],
+        targets=torch.from_numpy(tdata.targets),
+        nodes=torch.from_numpy(tdata.nodes),
+        per_rank=per_rank,
+        sched=Schedule.start(cfg.epochs, steps_per_epoch, cfg.max_minutes, started),
+        encoder_fp=encoder_fp,
+        data_digest=data_digest,
+        n_trainable=n_trainable,
+        cache_seconds=cache_seconds,
+    )
+    if state is not None:
+        restore(run, state)
+    return run
+
+
+def _check_inputs(tdata: TrainingData, cfg: TrainConfig, state: dict[str, Any] | None) -> tuple[str, str]:
+    """The training data's digest and the encoder's fingerprint; a resumed run must match both."""
+    from nci.encoder import resolve_encoder
+
+    data_digest = training_data_digest(tdata)
+    if state is not None and state.get("data_digest", data_digest) != data_digest:
+        raise ArtifactError(
+            "--resume: the training inputs differ from the checkpoint's (--data, --ids or --queries "
+            "changed); resume with the inputs of the first run, or start over with --overwrite"
+        )
+    encoder_source = resolve_encoder(cfg.encoder)
+    encoder_fp = fingerprint(encoder_source) if Path(encoder_source).exists() else encoder_source
+    if state is not None and state.get("encoder_fingerprint") != encoder_fp:
+        raise ArtifactError(
+            f"--resume: the encoder {encoder_source} changed since the checkpoint was written"
+        )
+    return data_digest, encoder_fp
+
+
+def feature_store(
+    model: NCIModel,
+    tdata: TrainingData,
+    cfg: TrainConfig,
+    out: Path,
+    encoder_fp: str,
+    device: torch.device,
+    dist: Dist,
+) -> tuple[Any, float]:
+    """Per-text features and the seconds spent: token ids when the whole encoder trains, else the
+    frozen encoder states, cached in ``out/cache`` (computed by rank 0, read by the others)."""
+    if model.config.encoder_trainable_layers < 0:
+        from nci.features import tokenize_all
+
+        return tokenize_all(model.tokenizer, tdata.texts, cfg.max_length), 0.0
+    from nci.features import cached_states
+
+    t0 = time.time()
+    store = None
+    if dist.main:
+        with amp_context(device, cfg.precision):
+            store = cached_states(model, tdata.texts, out / "cache", encoder_fp, device)
+    barrier(dist)
+    if not dist.main:
+        store = cached_states(model, tdata.texts, out / "cache", encoder_fp, device, compute=False)
+        if store is None:
+            raise ArtifactError(f"rank {dist.rank}: the feature cache in {out / 'cache'} is missing")
+    cache_seconds = time.time() - t0
+    log.info("encoder states ready in %.1f s", cache_seconds)
+    return store, cache_seconds
+
+
+def restore(run: Run, state: dict[str, Any]) -> None:
+    """Weights, optimizer, RNG states, history and position from ``run.checkpoint``."""
+    checkpoint = run.checkpoint
+    run.model.load_decoder_state(load_tensors(checkpoint / "weights.safetensors"), source=checkpoint)
+    run.optimizer.load_state_dict(
+        optimizer_from_files(load_tensors(checkpoint / "optimizer.safetensors"), state["optimizer"])
+    )
+    restore_rng(load_tensors(checkpoint / "rng.safetensors"), run.dist, run.device)
+    run.history, run.best = state["history"], state["best"]
+    run.sched.resume(state, run.cfg.epochs)
+    log.info("resumed at epoch %d, batch %d (step %d)", run.sched.epoch + 1, run.sched.batch, run.sched.step)
