@@ -26,12 +26,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Third-party loggers kept at WARNING: faiss.loader reports at INFO each library it tries, failed
+# attempts as a ModuleNotFoundError that reads like an error; bm25s logs index building at DEBUG.
+QUIET_LOGGERS = ("faiss.loader", "bm25s")
+
+
+class _AtLeast(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
 def setup_logging(level: int = logging.INFO) -> None:
+    """Log to stderr at ``level`` (unless logging is set up already), third-party chatter at
+    WARNING and above."""
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(level, logging.WARNING))
+        # bm25s sets its logger to DEBUG when it is imported, which may come after this call
+        if not any(isinstance(f, _AtLeast) for f in logger.filters):
+            logger.addFilter(_AtLeast(logging.WARNING))
 
 
 def usage() -> str:

@@ -494,7 +494,9 @@ def train_generator(
         p.requires_grad_(True)
     model.eval()
     trained_parameters = sum(p.numel() for p in optimizer.trained)
-    report = _training_report(data, losses, total_steps, steps_per_epoch, stopped_early, device, trained_parameters)
+    report = _training_report(
+        data, losses, total_steps, steps_per_epoch, stopped_early, device, trained_parameters
+    )
     return tokenizer, model, report
 
 

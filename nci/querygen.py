@@ -26,12 +26,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from nci.manifest import ArtifactError, Timer, atomic_output_dir, fingerprint, read_manifest, write_manifest
+
+if TYPE_CHECKING:
+    from nci.doc2query import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +242,7 @@ class GenerateConfig:
             raise ValueError("batch_size and chunk_size must be >= 1")
         self.sampling()  # validates the rest
 
-    def sampling(self):
+    def sampling(self) -> SamplingConfig:
         from nci.doc2query import SamplingConfig
 
         return SamplingConfig(
@@ -270,33 +273,21 @@ def _generator_provenance(model: str) -> dict[str, Any]:
     }
 
 
-def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, overwrite: bool = False) -> dict:
-    """doc2query pseudo-queries for every document, resumable chunk by chunk.
+def _chunk_file(partial: Path, start: int, suffix: str) -> Path:
+    return partial / f"chunk-{start:08d}{suffix}"
 
-    Finished chunks are kept in ``<out>.partial/``; a run started again with the same settings,
-    data and model skips them. The output is assembled and renamed into place at the end.
-    """
-    from nci.data import document_text, load_corpus
-    from nci.doc2query import load_generator, pick_device, sample_queries
 
-    out = Path(out)
-    _check_out(out, overwrite)
-    corpus = load_corpus(data_dir)
-    doc_ids = list(corpus)
-    device = pick_device(config.device)
-    tokenizer, model = load_generator(config.model, device)  # fails fast on a bad path
-    model_path = Path(config.model).expanduser()
-    inputs: dict[str, str | Path] = {"data": data_dir}
-    if model_path.is_dir():
-        inputs["model"] = model_path
-
+def _open_partial(
+    out: Path, config: GenerateConfig, data_dir: str | Path, model_path: Path, documents: int
+) -> Path:
+    """``<out>.partial/`` with this run's plan; chunks of a run with another plan are discarded."""
     partial = out.with_name(out.name + ".partial")
     key = {k: v for k, v in asdict(config).items() if k not in {"batch_size", "device"}}
     plan = {
         "config": key,
         "data": fingerprint(data_dir),
         "model": fingerprint(model_path) if model_path.is_dir() else config.model,
-        "documents": len(doc_ids),
+        "documents": documents,
     }
     plan_path = partial / "plan.json"
     if partial.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
@@ -304,58 +295,116 @@ def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, over
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     plan_path.write_text(json.dumps(plan, indent=2))
+    return partial
 
+
+def _sample_chunk(
+    chunk: list[str],
+    corpus: dict[str, dict[str, str]],
+    generator: tuple[Any, Any],
+    sampling: SamplingConfig,
+    batch_size: int,
+    bar: tqdm,
+) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    """The pseudo-query rows of ``chunk``'s documents, and its sample counts and queries per document."""
+    from nci.data import document_text
+    from nci.doc2query import sample_queries
+
+    tokenizer, model = generator
+    rows: list[tuple[str, str, str]] = []
+    stats = {"samples": 0, "empty": 0, "duplicates": 0, "per_doc": []}
+    for b in range(0, len(chunk), batch_size):
+        ids = chunk[b : b + batch_size]
+        texts = {d: document_text(corpus[d]) for d in ids}
+        # An empty document gets no queries: anything generated would be made up.
+        docs = [(d, t) for d, t in texts.items() if t.strip()]
+        queries, counts = sample_queries(tokenizer, model, docs, sampling) if docs else ([], {})
+        got = dict(zip([d for d, _ in docs], queries, strict=True))
+        for d in ids:
+            rows.extend((d, q, "d2q") for q in got.get(d, []))
+            stats["per_doc"].append(len(got.get(d, [])))
+        for k, v in counts.items():
+            stats[k] += v
+        bar.update(len(ids))
+    return rows, stats
+
+
+def _generate_chunks(
+    partial: Path,
+    corpus: dict[str, dict[str, str]],
+    generator: tuple[Any, Any],
+    sampling: SamplingConfig,
+    config: GenerateConfig,
+) -> None:
+    """Sample every chunk not yet finished in ``partial``, writing each as soon as it is done."""
+    doc_ids = list(corpus)
+    bar = tqdm(total=len(doc_ids), desc="doc2query", unit="doc")
+    for start in range(0, len(doc_ids), config.chunk_size):
+        path = _chunk_file(partial, start, ".jsonl")
+        chunk = doc_ids[start : start + config.chunk_size]
+        if path.is_file():
+            bar.update(len(chunk))
+            continue
+        rows, stats = _sample_chunk(chunk, corpus, generator, sampling, config.batch_size, bar)
+        # Stats first, the chunk file last: its presence marks the chunk finished.
+        _chunk_file(partial, start, ".stats.json").write_text(json.dumps(stats))
+        tmp = path.with_suffix(".tmp")
+        _write_jsonl(tmp, iter(rows))
+        os.replace(tmp, path)
+    bar.close()
+
+
+def _join_chunks(partial: Path, starts: range, path: Path) -> tuple[int, list[int], dict[str, int]]:
+    """Concatenate the chunks into ``path``; returns the pairs written, the queries per document
+    and the dropped-sample counts summed over the chunks."""
+    per_doc: list[int] = []
+    dropped = {"samples": 0, "empty": 0, "duplicates": 0}
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for start in starts:
+            stats = json.loads(_chunk_file(partial, start, ".stats.json").read_text())
+            per_doc += stats.pop("per_doc")
+            for k in dropped:
+                dropped[k] += stats[k]
+            with open(_chunk_file(partial, start, ".jsonl"), encoding="utf-8") as part:
+                for line in part:
+                    f.write(line)
+                    n += 1
+    return n, per_doc, dropped
+
+
+def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, overwrite: bool = False) -> dict:
+    """doc2query pseudo-queries for every document, resumable chunk by chunk.
+
+    Finished chunks are kept in ``<out>.partial/``; a run started again with the same settings,
+    data and model skips them. The output is assembled and renamed into place at the end.
+    """
+    from nci.data import load_corpus
+    from nci.doc2query import load_generator, pick_device
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    corpus = load_corpus(data_dir)
+    device = pick_device(config.device)
+    generator = load_generator(config.model, device)  # fails fast on a bad path
+    model_path = Path(config.model).expanduser()
+    inputs: dict[str, str | Path] = {"data": data_dir}
+    if model_path.is_dir():
+        inputs["model"] = model_path
+
+    partial = _open_partial(out, config, data_dir, model_path, len(corpus))
     sampling = config.sampling()
-    starts = range(0, len(doc_ids), config.chunk_size)
-    done = [s for s in starts if (partial / f"chunk-{s:08d}.jsonl").is_file()]
+    starts = range(0, len(corpus), config.chunk_size)
+    done = [s for s in starts if _chunk_file(partial, s, ".jsonl").is_file()]
     if done:
         log.info("resuming: %d of %d chunks already generated", len(done), len(starts))
     cpu = time.process_time()
     with Timer() as timer:
-        bar = tqdm(total=len(doc_ids), desc="doc2query", unit="doc")
-        for start in starts:
-            path = partial / f"chunk-{start:08d}.jsonl"
-            chunk = doc_ids[start : start + config.chunk_size]
-            if path.is_file():
-                bar.update(len(chunk))
-                continue
-            rows: list[tuple[str, str, str]] = []
-            stats = {"samples": 0, "empty": 0, "duplicates": 0, "per_doc": []}
-            for b in range(0, len(chunk), config.batch_size):
-                ids = chunk[b : b + config.batch_size]
-                texts = {d: document_text(corpus[d]) for d in ids}
-                # An empty document gets no queries: anything generated would be made up.
-                docs = [(d, t) for d, t in texts.items() if t.strip()]
-                queries, counts = sample_queries(tokenizer, model, docs, sampling) if docs else ([], {})
-                got = dict(zip([d for d, _ in docs], queries, strict=True))
-                for d in ids:
-                    rows.extend((d, q, "d2q") for q in got.get(d, []))
-                    stats["per_doc"].append(len(got.get(d, [])))
-                for k, v in counts.items():
-                    stats[k] += v
-                bar.update(len(ids))
-            # Stats first, the chunk file last: its presence marks the chunk finished.
-            (partial / f"chunk-{start:08d}.stats.json").write_text(json.dumps(stats))
-            tmp = path.with_suffix(".tmp")
-            _write_jsonl(tmp, iter(rows))
-            os.replace(tmp, path)
-        bar.close()
+        _generate_chunks(partial, corpus, generator, sampling, config)
     cpu_seconds = time.process_time() - cpu
 
-    per_doc: list[int] = []
-    dropped = {"samples": 0, "empty": 0, "duplicates": 0}
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        n = 0
-        with open(tmp / PSEUDO_QUERIES, "w", encoding="utf-8") as f:
-            for start in starts:
-                stats = json.loads((partial / f"chunk-{start:08d}.stats.json").read_text())
-                per_doc += stats.pop("per_doc")
-                for k in dropped:
-                    dropped[k] += stats[k]
-                with open(partial / f"chunk-{start:08d}.jsonl", encoding="utf-8") as part:
-                    for line in part:
-                        f.write(line)
-                        n += 1
+        n, per_doc, dropped = _join_chunks(partial, starts, tmp / PSEUDO_QUERIES)
         counts = _per_doc_counts(per_doc, n, wanted=config.n)
         counts.update(
             samples=dropped["samples"],

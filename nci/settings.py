@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +16,9 @@ class Settings(BaseSettings):
     datasets: Path | None = None
     # Where downloads and derived artifacts go when a command is not told otherwise.
     home: Path = Path("~/.cache/nci").expanduser()
+    # A PostgreSQL database (postgresql://user:password@host/db) holding live updates, shared by
+    # replicas; unset: each index keeps them in INDEX/updates/live.sqlite3.
+    database_url: SecretStr | None = None
 
 
 @lru_cache

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Bounded load test of a local ``nci serve``: requests per second, p50/p99 latency and errors.
+"""Bounded load test of a local ``nci serve``: requests per second, p50/p99 latency, errors, and
+the latency of ``/healthz`` probed on its own connection while the load runs.
 
     nci serve --index INDEX --port 8000 &
     python scripts/loadtest.py --url http://127.0.0.1:8000 --data DATASET \\
@@ -95,9 +96,29 @@ async def run_method(
             if error:
                 errors.append(error)
 
+    health: list[float] = []
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        """/healthz latency while the load runs, on a connection of its own."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=args.timeout) as probe_client:
+            while not stop.is_set():
+                t = time.perf_counter()
+                try:
+                    await probe_client.get(f"{url}/healthz")
+                    health.append(time.perf_counter() - t)
+                except Exception:  # counted as the timeout it took
+                    health.append(time.perf_counter() - t)
+                await asyncio.sleep(0.05)
+
     start = time.perf_counter()
+    prober = asyncio.create_task(probe())
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     wall = time.perf_counter() - start
+    stop.set()
+    await prober
     return {
         "method": method,
         "requests": len(latencies),
@@ -106,6 +127,8 @@ async def run_method(
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "seconds": wall,
+        "healthz_p99_ms": percentile(health, 99) * 1000 if health else None,
+        "healthz_max_ms": max(health) * 1000 if health else None,
         "first_errors": errors[:3],
     }
 
@@ -140,13 +163,13 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"concurrency {args.concurrency}, k {args.k}" + (f", beam {args.beam}" if args.beam else ""),
         "",
-        "| method | requests | errors | req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | requests | errors | req/s | p50 ms | p99 ms | /healthz p99 ms | /healthz max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['requests']} | {r['errors']} | {r['rps']:.1f} | "
-            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['healthz_p99_ms']:.1f} | {r['healthz_max_ms']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -22,8 +22,8 @@ class Settings(CoreSettings):
     # The index directory (nci index build) and where live updates are kept (default INDEX/updates).
     index: Path | None = None
     updates_dir: Path | None = None
-    # Fold the update log into a snapshot after this many updates.
-    snapshot_every: int = Field(1000, ge=1)
+    # How often a server applies live updates other replicas committed (NCI_DATABASE_URL).
+    follow_interval_s: float = Field(0.2, gt=0)
 
     # Protection. With an API key set, writes need it in the X-API-Key header; reads too when
     # read_key_required is true.
@@ -38,9 +38,17 @@ class Settings(CoreSettings):
     max_beam: int = Field(100, ge=1)
     default_beam: int = Field(10, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1024)
+    # The whole request body must arrive within this many seconds of the request (408 after).
+    body_timeout_s: float = Field(10.0, gt=0)
     max_documents: int = Field(256, ge=1)  # documents in one add request
     max_document_chars: int = Field(100_000, ge=1)
     snippet_chars: int = Field(240, ge=20)
+    # Work per request: results (k x queries), beam x queries for methods with a beam, the
+    # answer's size, and the time a search may take before the request gets a 503.
+    max_results: int = Field(10_000, ge=1)
+    max_beam_queries: int = Field(3200, ge=1)
+    max_response_bytes: int = Field(8_000_000, ge=1024)
+    request_timeout_s: float = Field(60.0, gt=0)
 
     # Dynamic batching: concurrent searches of one method wait up to batch_window_ms to be run
     # together, up to batch_max_queries queries per model call.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from nci.retrieval import get_method, method_names
 
@@ -18,6 +18,26 @@ def _check_method(value: str) -> str:
     if value not in method_names():
         raise ValueError(f"unknown method '{value}'; choose from {', '.join(method_names())}")
     return value
+
+
+def _kind(value: Any) -> str:
+    return f"a boolean ({str(value).lower()})" if isinstance(value, bool) else "a string"
+
+
+def _no_bool_or_str(expected: str):
+    # pydantic's lax mode reads true as 1 and "5" as 5; a client that sends those has a bug to
+    # hear about. Floats stay lax: 10.0 is 10, and 1.5 is refused by int itself.
+    def check(value: Any) -> Any:
+        if isinstance(value, (bool, str, bytes)):
+            raise ValueError(f"expected {expected}, got {_kind(value)}; send a JSON number such as 10")
+        return value
+
+    return BeforeValidator(check)
+
+
+# Integer (and number) fields of request models: JSON numbers only, never booleans or strings.
+Integer = Annotated[int, _no_bool_or_str("an integer")]
+Number = Annotated[int | float, _no_bool_or_str("a number")]
 
 
 def _encodable(value: str, what: str) -> str:
@@ -47,21 +67,21 @@ class SearchRequest(BaseModel):
 
     query: str | None = Field(None, description="the query; give this or `queries`")
     queries: list[str] | None = Field(None, description="a batch of queries; give this or `query`")
-    k: int = Field(10, ge=1, le=1000, description="results per query")
+    k: Integer = Field(10, ge=1, le=1000, description="results per query")
     method: str = Field(
         "nci",
         description="a registered method: nci, dense (exact inner product), pq (4-bit PQ), bm25, "
         "nci+dense (NCI's beam re-scored with dense similarity), ...; GET /v1/index lists them",
         json_schema_extra=_method_enum,
     )
-    beam: int | None = Field(
+    beam: Integer | None = Field(
         None,
         ge=1,
         le=1000,
         description="methods with a beam (nci, nci+dense): beam size (default max(k, 10); they "
         "return at most `beam` results)",
     )
-    options: dict[str, int | float] | None = Field(
+    options: dict[str, Number] | None = Field(
         None,
         description='the method\'s other search options, e.g. {"rerank": 4} for pq or '
         '{"weight": 20} for nci+dense (GET /v1/index lists each method\'s options)',
@@ -112,7 +132,9 @@ class SearchHit(BaseModel):
     id: str
     score: float = Field(
         description="the method's score: log-probability for nci, inner product for dense "
-        "and pq, BM25 score for bm25, log-probability + 20 x cosine for nci+dense"
+        "and pq, BM25 score for bm25, log-probability + weight x cosine for nci+dense. A hit with "
+        "source 'dense' (a document added since NCI was trained) has no log-probability: it shows "
+        "the score of the NCI hit ranked just above it, so scores stay sorted"
     )
     title: str
     snippet: str | None = None
@@ -214,6 +236,7 @@ class IndexInfo(BaseModel):
 
 class Status(BaseModel):
     status: str
+    journal: int | None = Field(None, description="/readyz: the last live update applied here")
 
 
 class ErrorResponse(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,22 +23,43 @@ class ServiceState:
     live: LiveIndex | None = None
     metrics: Metrics = field(default_factory=Metrics)
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    warmed: bool = False  # every method loaded and warmed up: the service is ready
+    load_error: BaseException | None = None  # why loading failed (the server then stops)
+    follower: asyncio.Task | None = None
 
     @property
     def ready(self) -> bool:
-        return self.live is not None
+        return self.live is not None and self.warmed
 
     def load(self) -> LiveIndex:
-        """Load the index and replay its updates; construct every method and run a warm-up query."""
+        """Open the index (taking the writer lock, replaying its updates) and warm it up."""
         if self.live is None:
-            self.live = load_live(self.settings)
-        for method, reason in self.live.methods().items():
+            self.live = open_live(self.settings)
+        self.warm()
+        return self.live
+
+    def warm(self) -> None:
+        """Load every method and run a warm-up query through it (fails early on a bad index)."""
+        assert self.live is not None
+        live = self.live
+        try:
+            seconds = live.warm_up()
+        except Exception:
+            live.close()
+            raise
+        log.info(
+            "index %s: %d documents; warm-up %s",
+            self.settings.index,
+            len(live),
+            ", ".join(f"{m} {s:.2f} s" for m, s in seconds.items()),
+        )
+        for method, reason in live.methods().items():
             if not reason:
                 try:
-                    self.metrics.index_bytes.labels(method).set(self.live.index.size_bytes(method))
-                except (OSError, KeyError):  # a size is nice to have, never a reason to fail
+                    self.metrics.index_bytes.labels(method).set(live.index.size_bytes(method))
+                except (OSError, KeyError, ValueError):  # a size is nice to have, never a reason to fail
                     pass
-        return self.live
+        self.warmed = True
 
     def batcher(self, method: str) -> Batcher:
         """The batcher of ``method`` (made on first use)."""
@@ -62,34 +84,45 @@ class ServiceState:
         return batcher
 
     def start(self) -> None:
-        """Start a batcher for every available method."""
+        """Start a batcher for every available method, and the follower of other writers."""
         assert self.live is not None
         for method, reason in self.live.methods().items():
             if not reason:
                 self.batcher(method).start()
+        if self.follower is None:
+            self.follower = asyncio.get_running_loop().create_task(self._follow(), name="follow-updates")
+
+    async def _follow(self) -> None:
+        """Apply the live updates other replicas commit, every ``follow_interval_s`` (polling:
+        a write answered by one replica is in every replica's results within about that long)."""
+        assert self.live is not None
+        while True:
+            await asyncio.sleep(self.settings.follow_interval_s)
+            try:
+                n = await asyncio.to_thread(self.live.follow)
+            except Exception:  # a database hiccup: log it and try again at the next tick
+                log.exception("following live updates failed")
+                continue
+            if n:
+                log.debug("applied %d live updates from other writers", n)
 
     async def stop(self) -> None:
         for batcher in self.batchers.values():
             await batcher.stop()
         self.batchers.clear()
+        if self.follower is not None:
+            self.follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.follower
+            self.follower = None
         if self.live is not None:
-            await asyncio.to_thread(self.live.close)
+            await asyncio.to_thread(self.live.close)  # releases the writer lock
 
 
-def load_live(settings: Settings) -> LiveIndex:
-    """Open ``settings.index`` with its live updates and warm every method up (fails early)."""
+def open_live(settings: Settings, holder: str | None = None) -> LiveIndex:
+    """Open ``settings.index`` for writing: the writer lock first (a second server is refused at
+    once, naming the holder), then the replay of its live updates. No method is loaded yet."""
     if settings.index is None:
         raise ValueError("no index directory: pass --index DIR or set NCI_INDEX")
-    live = open_live_index(settings.index, settings.updates_dir, snapshot_every=settings.snapshot_every)
-    try:
-        seconds = live.warm_up()
-    except Exception:
-        live.log.close()
-        raise
-    log.info(
-        "index %s: %d documents; warm-up %s",
-        settings.index,
-        len(live),
-        ", ".join(f"{m} {s:.2f} s" for m, s in seconds.items()),
-    )
-    return live
+    url = settings.database_url.get_secret_value() if settings.database_url is not None else None
+    return open_live_index(settings.index, settings.updates_dir, holder=holder, database_url=url)

@@ -290,7 +290,7 @@ def test_unknown_ids_and_routes_are_404(reader):
 
 def test_health_readiness_metrics_and_openapi(reader):
     assert reader.get("/healthz").json() == {"status": "ok"}
-    assert reader.get("/readyz").json() == {"status": "ready"}
+    assert reader.get("/readyz").json() == {"status": "ready", "journal": 0}
     for method in METHODS:
         reader.post("/v1/search", json={"query": "metrics", "method": method})
     text = reader.get("/metrics").text
@@ -376,7 +376,7 @@ def api_schema(index_dir, tmp_path_factory):
     live = open_live_index(index_dir, tmp_path_factory.mktemp("schemathesis-updates"))
     app = create_app(Settings(index=index_dir, max_beam=50), live=live)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
-    live.log.close()
+    live.close()
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nci.live import DocumentExists, DocumentNotFound, IdSpaceFull, open_live_index
-from nci.live.journal import LOG
+from nci.live.store import SQLITE_FILE
 from nci.manifest import ArtifactError
 from nci.retrieval.hits import Hit, merge_fallback
 from nci.retrieval.id_space import IdSpace
@@ -32,9 +32,9 @@ def index_dir(tiny_index) -> Path:
 @pytest.fixture
 def live(index_dir, tmp_path):
     """A live index with its own, empty updates directory."""
-    live = open_live_index(index_dir, tmp_path / "updates", snapshot_every=1000)
+    live = open_live_index(index_dir, tmp_path / "updates")
     yield live
-    live.log.close()
+    live.close()
 
 
 def everything(live, queries, method):
@@ -121,7 +121,7 @@ def test_add_rejects_live_ids_and_adds_nothing_on_failure(live):
         live.add([{"_id": "ok-1", "text": "fine"}, {"_id": "d3", "text": "d3 is live"}])
     with pytest.raises(DocumentExists):
         live.add([{"_id": "twice", "text": "a"}, {"_id": "twice", "text": "b"}])
-    assert len(live) == n and "ok-1" not in live and live.log.seq == 0
+    assert len(live) == n and "ok-1" not in live and live.seq == 0
     # a deleted id can come back, as a new (untrained) document
     live.delete("d3")
     live.add([{"_id": "d3", "text": "d3 again, rewritten"}])
@@ -188,56 +188,98 @@ def state_of(live):
     )
 
 
-def test_restart_replays_the_log_and_snapshots(index_dir, tmp_path):
+def test_restart_loads_the_committed_state(index_dir, tmp_path):
     updates = tmp_path / "updates"
-    live = open_live_index(index_dir, updates, snapshot_every=3)
+    live = open_live_index(index_dir, updates)
     live.add([{"_id": "n1", "title": "t", "text": "first new"}])
     live.delete("d1")
-    live.add([{"_id": "n2", "text": "second new"}, {"_id": "n3", "text": "third new"}])  # -> snapshot
+    live.add([{"_id": "n2", "text": "second new"}, {"_id": "n3", "text": "third new"}])
     live.delete("n1")
     live.add([{"_id": "d1", "text": "d1 is back"}])
     before = state_of(live)
-    live.log.close()  # no clean snapshot: the log must carry the last two updates
-    assert len((updates / LOG).read_bytes().splitlines()) == 2
-    assert [p.name for p in updates.glob("snapshot-*")] == ["snapshot-000000000003"]
+    assert live.seq == 5
+    live.close()
     again = open_live_index(index_dir, updates)
-    assert state_of(again) == before
+    assert state_of(again) == before and again.seq == 5
     assert again.search("bm25", ["d1 is back"], 1)[0][0].doc_id == "d1"
-    again.close()  # a clean close folds the log into a snapshot
-    assert (updates / LOG).read_bytes() == b""
-    assert state_of(open_live_index(index_dir, updates)) == before
+    again.close()
+    reader = open_live_index(index_dir, updates, read_only=True)
+    assert state_of(reader) == before
+    reader.close()
 
 
-def test_torn_last_line_is_dropped_but_a_corrupt_middle_line_stops_the_start(index_dir, tmp_path):
+def test_a_torn_write_ahead_log_tail_loses_nothing_committed(index_dir, tmp_path):
+    """A kill while SQLite appends to its write-ahead log leaves a partial frame: SQLite ignores
+    it (frames carry checksums), and every committed update is there."""
     updates = tmp_path / "updates"
     live = open_live_index(index_dir, updates)
     live.add([{"_id": "n1", "text": "kept"}])
     live.delete("d2")
-    live.log.close()
-    log_path = updates / LOG
-    good = log_path.read_bytes()
-    log_path.write_bytes(good + good.splitlines(keepends=True)[0][:25])  # a write cut short by a kill
-    again = open_live_index(index_dir, updates)
-    assert "n1" in again and "d2" not in again
-    assert log_path.read_bytes() == good  # the torn tail was cut off
-    again.add([{"_id": "n2", "text": "after the repair"}])
-    again.log.close()
-    assert "n2" in open_live_index(index_dir, updates)
-    lines = log_path.read_bytes().splitlines(keepends=True)
-    lines[0] = lines[0].replace(b"kept", b"kepT")  # checksum no longer matches
-    log_path.write_bytes(b"".join(lines))
-    with pytest.raises(ArtifactError, match=r"log.jsonl:1: corrupt update record"):
+    wal = updates / (SQLITE_FILE + "-wal")
+    assert wal.stat().st_size > 0  # the commits are in the write-ahead log (no checkpoint yet)
+    with open(wal, "ab") as f:
+        f.write(os.urandom(3000))  # a frame cut short
+    again = open_live_index(index_dir, updates, read_only=True)
+    assert "n1" in again and "d2" not in again and again.seq == 2
+    again.close()
+    live.close()
+
+
+def test_a_corrupt_record_stops_the_start_with_a_message(index_dir, tmp_path):
+    import sqlite3
+
+    updates = tmp_path / "updates"
+    live = open_live_index(index_dir, updates)
+    live.add([{"_id": "n1", "text": "kept"}])
+    live.close()
+    with sqlite3.connect(updates / SQLITE_FILE) as db:  # a record changed by hand or a bad disk
+        db.execute("UPDATE nci_documents SET record = replace(record, 'kept', 'kepT')")
+    with pytest.raises(ArtifactError, match="corrupt live-update record"):
         open_live_index(index_dir, updates)
 
 
 def test_updates_of_another_index_build_are_refused(index_dir, tmp_path):
+    import sqlite3
+
     updates = tmp_path / "updates"
-    open_live_index(index_dir, updates).log.close()
-    info = json.loads((updates / "INDEX.json").read_text())
-    info["index"] = "0" * 64
-    (updates / "INDEX.json").write_text(json.dumps(info))
+    open_live_index(index_dir, updates).close()
+    with sqlite3.connect(updates / SQLITE_FILE) as db:
+        db.execute("UPDATE nci_meta SET index_key = 'another build'")
     with pytest.raises(ArtifactError, match="another build of the index"):
         open_live_index(index_dir, updates)
+
+
+def test_updates_of_the_earlier_log_format_are_imported_once(index_dir, tmp_path):
+    """An updates directory written by the earlier version (log.jsonl + snapshots) is imported
+    into the database at the first start, its files moved to legacy/."""
+    import zlib
+
+    from nci.live.store import vec_to_text
+    from nci.manifest import fingerprint
+
+    updates = tmp_path / "updates"
+    updates.mkdir()
+    (updates / "INDEX.json").write_text(json.dumps({"version": 1, "index": fingerprint(index_dir)}))
+    vec = vec_to_text(np.ones(32, dtype=np.float32) / np.sqrt(32))
+    records = [
+        {
+            "seq": 1,
+            "op": "add",
+            "docs": [{"_id": "old-1", "title": "", "text": "from the old log", "vec": vec}],
+        },
+        {"seq": 2, "op": "delete", "id": "d4"},
+    ]
+    with open(updates / "log.jsonl", "wb") as f:
+        for r in records:
+            body = json.dumps(r).encode()
+            f.write(b"%08x\t%s\n" % (zlib.crc32(body), body))
+    live = open_live_index(index_dir, updates)
+    assert "old-1" in live and "d4" not in live and live.seq == 2
+    assert (updates / "legacy" / "log.jsonl").is_file() and not (updates / "log.jsonl").exists()
+    live.close()
+    again = open_live_index(index_dir, updates)  # not imported twice
+    assert again.seq == 2
+    again.close()
 
 
 WRITER = textwrap.dedent("""
@@ -245,7 +287,7 @@ WRITER = textwrap.dedent("""
     import faiss
     faiss.omp_set_num_threads(1)
     from nci.live import open_live_index
-    live = open_live_index(sys.argv[1], sys.argv[2], snapshot_every=4)
+    live = open_live_index(sys.argv[1], sys.argv[2])
     print("ready", flush=True)
     i = 0
     while True:
@@ -287,7 +329,7 @@ def test_kill_during_a_stream_of_updates_loses_nothing_acknowledged(index_dir, t
     # every acknowledged update is there; the one in flight at the kill may or may not be
     assert present in (live_after(ops[: len(acked)]), live_after(ops[: len(acked) + 1]))
     assert live.search("bm25", ["kill test document"], 5)[0]
-    assert any(updates.glob("snapshot-*"))  # snapshots happened during the stream
+    assert live.seq >= len(acked)
 
 
 def writer_ops(n):
@@ -319,7 +361,7 @@ def test_export_writes_the_live_corpus_and_ids_for_training(index_dir, tmp_path,
     doc = {"_id": "exp-1", "title": "Exported", "text": "a document for the next training run"}
     [added] = live.add([doc])
     live.delete("d11")
-    live.log.close()
+    live.close()
     args = ["--index", str(index_dir), "--updates", str(updates)]
     assert main(["export", *args, "--out", str(tmp_path / "out")]) == 0
     corpus = load_corpus(tmp_path / "out")

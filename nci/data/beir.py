@@ -1,4 +1,5 @@
-"""Folders already in the BEIR layout, and SciFact, as BEIR folder or as its CSV export.
+"""BEIR datasets (folders or zips in the BEIR layout), and SciFact, as BEIR dataset or as its CSV
+export.
 
 SciFact's CSV export of allenai/scifact (``scifact.zip``) needs the BEIR qrels files next to it
 (``qrels/train.tsv``, ``qrels/test.tsv``); BEIR's own ``scifact.zip``, extracted or not, is read
@@ -12,7 +13,6 @@ import ast
 import csv
 import io
 import logging
-import tempfile
 import tokenize
 import zipfile
 from collections.abc import Iterator
@@ -20,21 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nci.data.layout import (
-    CORPUS,
-    QRELS_DIR,
-    QUERIES,
-    SPLITS,
-    DataError,
-    Dataset,
-    check_dataset,
-    check_id,
-    load_corpus,
-    load_qrels,
-    load_queries,
-    qrels_path,
-    read_qrels_rows,
-)
+from nci.data.jsonl import read_jsonl_folder
+from nci.data.layout import CORPUS, QRELS_DIR, DataError, Dataset, check_id, read_qrels_rows
+from nci.data.rawfiles import source_files
 
 log = logging.getLogger("nci.data")  # one logger for the whole package, as before it was split
 
@@ -44,37 +32,14 @@ SCIFACT_CLAIMS = (("train", "claims_train.csv"), ("test", "claims_validation.csv
 
 
 # --------------------------------------------------------------------------------------------
-# BEIR folders
+# BEIR datasets
 
 
-def _find_beir(folder: Path) -> Path | None:
-    """``folder`` or its single subfolder holding a BEIR ``corpus.jsonl`` (as BEIR zips extract)."""
-    if (folder / CORPUS).is_file():
-        return folder
-    found = [p for p in folder.iterdir() if p.is_dir() and (p / CORPUS).is_file()]
-    return found[0] if len(found) == 1 else None
-
-
-def read_beir(folder: str | Path) -> Dataset:
-    """A folder already in the BEIR layout, checked."""
-    folder = Path(folder)
-    check_dataset(folder)
-    qrels = {s: load_qrels(folder, s) for s in SPLITS}
-    inputs = {name: folder / name for name in (CORPUS, QUERIES)}
-    inputs |= {f"qrels_{s}": qrels_path(folder, s) for s in SPLITS if qrels[s]}
-    return Dataset(load_corpus(folder), load_queries(folder), qrels, inputs=inputs)
-
-
-def _read_beir_zip(z: zipfile.ZipFile, src: Path) -> Dataset:
-    """A zip holding a BEIR folder (BEIR's own ``scifact.zip``), read through a temporary copy."""
-    with tempfile.TemporaryDirectory() as tmp:
-        z.extractall(tmp)
-        beir = _find_beir(Path(tmp))
-        if beir is None:
-            raise DataError("zip holds no BEIR folder with corpus.jsonl", file=src)
-        data = read_beir(beir)
-        data.inputs = {"source": src}
-        return data
+def read_beir(src: str | Path) -> Dataset:
+    """A BEIR dataset: a folder or zip (at its top or in its one subfolder) with ``corpus.jsonl``,
+    ``queries.jsonl`` and ``qrels/<split>.tsv`` for the splits it has (train, dev, test)."""
+    src = Path(src)
+    return read_jsonl_folder(src, source_files(src), require_queries=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,9 +176,8 @@ def read_scifact(src: str | Path) -> Dataset:
     if not src.exists():
         raise DataError("missing source: no such file or folder", file=src)
     if src.is_dir():
-        beir = _find_beir(src)
-        if beir is not None:
-            return read_beir(beir)
+        if (src / CORPUS).is_file() or any((p / CORPUS).is_file() for p in src.iterdir() if p.is_dir()):
+            return read_beir(src)
         src = src / "scifact.zip"
         if not src.is_file():
             raise DataError(
@@ -224,13 +188,13 @@ def read_scifact(src: str | Path) -> Dataset:
     with zipfile.ZipFile(src) as z:
         names = z.namelist()
         if SCIFACT_CORPUS not in names and any(n.endswith(CORPUS) for n in names):
-            return _read_beir_zip(z, src)
+            return read_beir(src)
         corpus = _scifact_corpus(z, src)
         queries, split_of = _scifact_claims(z, src)
 
     qrels: dict[str, dict[str, dict[str, int]]] = {}
     inputs: dict[str, Path] = {"source": src}
-    for split in SPLITS:
+    for split, _ in SCIFACT_CLAIMS:
         path = src.parent / QRELS_DIR / f"{split}.tsv"
         qrels[split] = _scifact_qrels(path, split, split_of, corpus)
         inputs[f"qrels_{split}"] = path

@@ -5,7 +5,8 @@
     corpus.jsonl        {"_id", "title", "text"} per line, in corpus order
     queries.jsonl       {"_id", "text"} per line
     qrels/train.tsv     "query-id  corpus-id  score" (tab separated, with that header); absent
-    qrels/test.tsv      when a dataset has no such split (Cranfield has no train split)
+    qrels/dev.tsv       when a dataset has no such split (Cranfield has no train split, most
+    qrels/test.tsv      have no dev split, a corpus alone has none)
     manifest.json       stage "data" (written by :func:`nci.data.prepare`)
 
 Bad input raises :class:`DataError`, naming the file, the line or record, and the problem.
@@ -24,7 +25,8 @@ CORPUS = "corpus.jsonl"
 QUERIES = "queries.jsonl"
 QRELS_DIR = "qrels"
 QRELS_HEADER = ("query-id", "corpus-id", "score")
-SPLITS = ("train", "test")
+SPLITS = ("train", "dev", "test")  # training, tuning (BEIR's "dev"), evaluation
+COUNTED_SPLITS = ("train", "test")  # counted (as 0) by check_dataset even when absent
 
 
 class DataError(ValueError):
@@ -151,7 +153,7 @@ def read_qrels_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
 def qrels_path(data_dir: str | Path, split: str) -> Path:
     """``qrels/<split>.tsv`` of a dataset directory (which may not exist)."""
     if not re.fullmatch(r"\w+", split):
-        raise ValueError(f"bad split name {split!r}; use 'train' or 'test'")
+        raise ValueError(f"bad split name {split!r}; use one of {', '.join(SPLITS)}")
     return Path(data_dir) / QRELS_DIR / f"{split}.tsv"
 
 
@@ -224,7 +226,8 @@ def document_text(doc: dict[str, str]) -> str:
 
 
 def check_dataset(data_dir: str | Path) -> dict[str, int]:
-    """Load and cross-check a dataset directory; return its counts.
+    """Load and cross-check a dataset directory; return its counts (``<split>_queries`` and
+    ``<split>_qrels`` for train and test, 0 when absent, and for dev when it is there).
 
     Raises DataError for any malformed file, duplicate id, or judgement naming a document or
     query that does not exist.
@@ -235,6 +238,8 @@ def check_dataset(data_dir: str | Path) -> dict[str, int]:
     counts = {"documents": len(corpus), "queries": len(queries)}
     for split in SPLITS:
         path = qrels_path(data_dir, split)
+        if split not in COUNTED_SPLITS and not path.is_file():
+            continue
         qids: set[str] = set()
         lines = 0
         if path.is_file():
@@ -268,6 +273,8 @@ def write_dataset(data: Dataset, out: str | Path) -> None:
             f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
     (out / QRELS_DIR).mkdir(exist_ok=True)
     for split, rels in data.qrels.items():
+        if split not in SPLITS:  # a reader's bug: check_dataset would not read it back
+            raise ValueError(f"unknown split {split!r}; the layout's splits are {SPLITS}")
         if not rels:
             continue
         with open(out / QRELS_DIR / f"{split}.tsv", "w", encoding="utf-8") as f:

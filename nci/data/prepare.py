@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nci.data.layout import DataError, check_dataset, write_dataset
+from nci.data.layout import SPLITS, DataError, check_dataset, write_dataset
 from nci.data.sources import (
     ALIASES,
     DATASET_SOURCES,
@@ -68,6 +68,18 @@ def prepare(
     return manifest
 
 
+def summary(out: str | Path, counts: dict[str, int]) -> str:
+    """The one line ``prepare`` prints: documents, queries and qrels lines of each split."""
+    splits = [s for s in SPLITS if f"{s}_queries" in counts]  # train and test always, dev if any
+    queries = ", ".join(f"{s} {counts[f'{s}_queries']}" for s in splits)
+    lines = ", ".join(f"{s} {counts[f'{s}_qrels']}" for s in splits)
+    line = f"{out}: {counts['documents']} documents, {counts['queries']} queries ({queries}), "
+    line += f"qrels lines {lines}"
+    if not any(counts[f"{s}_queries"] for s in splits):
+        line += " (no judged queries: nothing to train on or evaluate with)"
+    return line
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 
@@ -78,14 +90,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "prepare",
         help="prepare a raw dataset in the BEIR layout",
         description="Parse a raw dataset and write corpus.jsonl, queries.jsonl, qrels/ and manifest.json.",
+        epilog="--src for each format: "
+        + "; ".join(f"{name}: {source.src}" for name, source in DATASET_SOURCES.items() if source.src),
     )
     aliases = ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items())
-    p.add_argument("name", choices=dataset_names(), help=f"dataset ({aliases})" if aliases else "dataset")
+    p.add_argument(
+        "name",
+        choices=dataset_names(),
+        help=f"dataset or format ({aliases})" if aliases else "dataset or format",
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument(
         "--src",
         type=Path,
-        help="raw dataset file or folder (default: $NCI_DATASETS/<folder>, else download into the cache)",
+        help="raw dataset file, folder or zip (a dataset's default: $NCI_DATASETS/<folder>, else a "
+        "download into the cache; a format needs it)",
     )
     seeded = " and ".join(seeded_split_names())
     p.add_argument("--seed", type=int, default=0, help=f"seed of the {seeded} train/test split (default 0)")
@@ -114,12 +133,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 test_fraction=args.test_fraction,
                 overwrite=args.overwrite,
             )
-            n = manifest["counts"]
-            print(
-                f"{args.out}: {n['documents']} documents, {n['queries']} queries "
-                f"(train {n['train_queries']}, test {n['test_queries']}), "
-                f"qrels lines train {n['train_qrels']}, test {n['test_qrels']}"
-            )
+            print(summary(args.out, manifest["counts"]))
         else:
             read_manifest(args.dir, stage="data")
             print(json.dumps(check_dataset(args.dir)))

@@ -1,5 +1,9 @@
 """The named dataset sources: which reader parses each, where its raw copy lives, its aliases.
 
+A dataset (``squad``, ``scifact``, ``glasgow``) has a default copy: ``$NCI_DATASETS/<folder>`` or a
+download. A format (``beir``, ``jsonl``, ``trec``, ``tsv``) reads any collection written that way
+and always needs ``--src``.
+
 A new source format is one new module plus one registration here: write
 ``nci/data/<format>.py`` with a reader ``read_<format>(src) -> Dataset`` built on
 :mod:`nci.data.layout` (raising :class:`~nci.data.layout.DataError` for bad input), then add one
@@ -21,10 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nci.data.beir import read_scifact
+from nci.data.beir import read_beir, read_scifact
 from nci.data.glasgow import read_glasgow
+from nci.data.jsonl import read_jsonl
 from nci.data.layout import DataError, Dataset
 from nci.data.squad import DEFAULT_TEST_FRACTION, read_squad
+from nci.data.trec import read_trec
+from nci.data.tsv import read_tsv
 from nci.manifest import atomic_output_dir
 from nci.settings import get_settings
 
@@ -33,14 +40,17 @@ log = logging.getLogger("nci.data")  # one logger for the whole package, as befo
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """A named raw dataset: the reader that parses it and where to find a copy of it."""
+    """A named raw dataset or format: the reader that parses it and where to find a copy of it."""
 
     read: Callable[..., Dataset]  # read(src); read(src, seed, test_fraction) with a seeded split
-    folder: str  # folder name under $NCI_DATASETS (and under the download cache)
-    url: str  # public location, used when no local copy is found
+    # Folder name under $NCI_DATASETS (and under the download cache) and public location, used
+    # when no --src is given; None for a format, which always needs --src.
+    folder: str | None = None
+    url: str | None = None
     aliases: tuple[str, ...] = ()  # other names accepted for it (case-insensitive, like the name)
     # Set for a dataset whose train/test split we draw (seeded); None for a fixed split.
     default_test_fraction: float | None = None
+    src: str = ""  # what --src must be, for errors and help
 
 
 DATASET_SOURCES: dict[str, DatasetSource] = {
@@ -60,6 +70,19 @@ DATASET_SOURCES: dict[str, DatasetSource] = {
         "cranfield",
         "http://ir.dcs.gla.ac.uk/resources/test_collections/cran/cran.tar.gz",
         aliases=("cranfield",),
+        src="a folder of .I/.T/.W files (documents, queries) and a relevance file",
+    ),
+    # Formats: any collection written that way, always from --src.
+    "beir": DatasetSource(
+        read_beir, src="a BEIR folder or zip: corpus.jsonl, queries.jsonl, qrels/<split>.tsv"
+    ),
+    "jsonl": DatasetSource(
+        read_jsonl,
+        src="a corpus .jsonl file, or a folder with corpus.jsonl [queries.jsonl, qrels/<split>.tsv]",
+    ),
+    "trec": DatasetSource(read_trec, src="a <DOC> file, or a folder of <DOC> files, <top> topics and qrels"),
+    "tsv": DatasetSource(
+        read_tsv, src="an id<TAB>text file, or a folder with collection.tsv, queries.*.tsv, qrels.*.tsv"
     ),
 }
 ALIASES = {alias: name for name, source in DATASET_SOURCES.items() for alias in source.aliases}
@@ -85,6 +108,8 @@ def canonical_name(name: str) -> str:
 def _download(name: str) -> Path:
     """Fetch a dataset's public copy into the cache (once) and return the folder."""
     source = DATASET_SOURCES[name]
+    if source.folder is None or source.url is None:
+        raise DataError(f"{name} is a format, not a dataset: pass --src PATH ({source.src})")
     dest = get_settings().home / "datasets" / source.folder
     if dest.is_dir() and any(dest.iterdir()):
         return dest
@@ -117,7 +142,7 @@ def resolve_source(name: str, src: str | Path | None = None) -> Path:
         return Path(src).expanduser()
     datasets = get_settings().datasets
     folder = DATASET_SOURCES[name].folder
-    if datasets is not None and (Path(datasets) / folder).exists():
+    if datasets is not None and folder is not None and (Path(datasets) / folder).exists():
         return Path(datasets) / folder
     return _download(name)
 

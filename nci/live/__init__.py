@@ -1,7 +1,8 @@
 """Live additions and deletions made durable: the journal and the live index over a searcher.
 
-- :mod:`~nci.live.journal`: the checksummed update log and its snapshots;
-- :mod:`~nci.live.index`: :class:`LiveIndex`, the searcher plus the journal (``open_live_index``);
+- :mod:`~nci.live.store`: the database of live updates (SQLite by default, PostgreSQL for replicas);
+- :mod:`~nci.live.index`: :class:`LiveIndex`, the searcher plus the store (``open_live_index``);
+- :mod:`~nci.live.lock`: one SQLite writer at a time; :mod:`~nci.live.legacy`: the earlier log format;
 - :mod:`~nci.live.export`: the live corpus and ids for the next training run;
 - :mod:`~nci.live.cli`: ``nci updates`` (``python -m nci.live``).
 """

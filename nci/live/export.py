@@ -20,7 +20,7 @@ def export(live: LiveIndex, out: str | Path, overwrite: bool = False) -> Path:
 
     if live.trie is None:
         raise ArtifactError(f"{live.index.path}: the index has no semantic ids to export")
-    with live.lock:
+    with live.lock.read():
         sids = live.trie.live_ids()
         doc_ids = [d for d in live.store if d in sids]
         ids = [sids[d] for d in doc_ids]

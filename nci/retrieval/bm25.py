@@ -9,6 +9,7 @@ changes came in (a server and a replay of its journal rank alike).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class BM25Retriever:
     live_texts: Callable[[], tuple[list[str], list[str]]] | None = None
     stemmer: Any = field(init=False, default=None)
     dirty: bool = field(init=False, default=False)  # the live corpus changed since the model was built
+    _mutex: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if self.stemmer_language:
@@ -55,15 +57,22 @@ class BM25Retriever:
 
         if not queries:
             return []
-        if self.dirty:
-            self.rebuild()
-        fetch = min(k, len(self.doc_ids))
+        with self._mutex:  # a rebuild swaps model and ids together
+            if self.dirty:
+                self.rebuild()
+            model, doc_ids = self.model, self.doc_ids
         tokens = bm25s.tokenize(
             queries, stopwords=self.stopwords, stemmer=self.stemmer, return_ids=False, show_progress=False
         )
-        labels, scores = self.model.retrieve(tokens, k=fetch, show_progress=False)
+        labels, scores = model.retrieve(tokens, k=min(k, len(doc_ids)), show_progress=False)
         labels = np.where(scores > 0, labels, -1)
-        return hits_from_arrays(self.doc_ids, labels, scores, self.name)
+        return hits_from_arrays(doc_ids, labels, scores, self.name)
+
+    def refresh(self) -> None:
+        """Rebuild now if the corpus changed (called off the request path after an update)."""
+        with self._mutex:
+            if self.dirty:
+                self.rebuild()
 
     def add(self, documents: Sequence[LiveDocument]) -> None:
         if documents:
@@ -74,7 +83,7 @@ class BM25Retriever:
             self.dirty = True
 
     def rebuild(self) -> None:
-        """Index the live corpus anew (after additions or deletions)."""
+        """Index the live corpus anew (after additions or deletions; hold ``_mutex``)."""
         import bm25s
 
         assert self.live_texts is not None, "a BM25 retriever without a live corpus cannot rebuild"

@@ -10,7 +10,10 @@ timings include the encoder. Live additions are appended to the FAISS index (PQ 
 the codebooks trained at build time). Deletions mark their rows dead and searches skip dead rows,
 without ``remove_ids``: on the fast-scan index, vectors added after a ``remove_ids`` can get the
 wrong codes (FAISS 1.x; a document added after a deletion was not found for its own vector), and
-rows that never move keep a server and a replay of its journal in the same order.
+rows that never move keep a server and a replay of its journal in the same order. ``pq`` scores
+documents added live exactly instead of through its codes: the codebooks were trained on the
+built corpus and quantise vectors off its topics badly (an added document ranked 179th for its
+own text), so added documents are kept beside the index and merged by exact inner product.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nci.retrieval.hits import Hits, hits_from_arrays
+from nci.retrieval.hits import Hit, Hits, hits_from_arrays
 from nci.retrieval.index import EMBEDDINGS
 from nci.retrieval.registry import BuildContext, LiveDocument, LoadContext, Method, Option, register
 
@@ -58,6 +61,8 @@ class FaissRetriever:
     rows: list[str] = field(init=False)  # FAISS row -> doc id, dead rows included
     dead: set[int] = field(init=False, default_factory=set)  # rows of deleted documents
     live_rows: dict[str, int] = field(init=False)  # doc id -> its live row
+    exact_additions: bool = False  # score added documents exactly, beside the index (pq)
+    added: dict[str, np.ndarray] = field(init=False, default_factory=dict)  # with exact_additions
 
     def __post_init__(self) -> None:
         self.rows = list(self.doc_ids)
@@ -69,6 +74,18 @@ class FaissRetriever:
         return self.search_vectors(self.encoder.encode(queries), k, rerank)
 
     def search_vectors(self, vecs: np.ndarray, k: int, rerank: int = 0) -> list[Hits]:
+        results = self._search_index(vecs, k, rerank)
+        if not self.added:
+            return results
+        ids = list(self.added)
+        exact = vecs @ np.stack([self.added[d] for d in ids]).T  # [queries, added]
+        merged = []
+        for hits, row in zip(results, exact, strict=True):
+            extra = [Hit(ids[j], float(row[j]), self.name) for j in np.argsort(-row, kind="stable")[:k]]
+            merged.append(sorted(hits + extra, key=lambda h: -h.score)[:k])  # stable: index hits first
+        return merged
+
+    def _search_index(self, vecs: np.ndarray, k: int, rerank: int = 0) -> list[Hits]:
         k = min(k, self.index.ntotal - len(self.dead))
         if k <= 0:
             return [[] for _ in range(len(vecs))]
@@ -87,8 +104,8 @@ class FaissRetriever:
         return hits_from_arrays(self.rows, labels, scores, self.name)
 
     def live_ids(self) -> list[str]:
-        """The live documents in row order."""
-        return [d for i, d in enumerate(self.rows) if i not in self.dead]
+        """The live documents in row order (then those scored beside the index)."""
+        return [d for i, d in enumerate(self.rows) if i not in self.dead] + list(self.added)
 
     def _search(self, vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search for ``k`` live rows per query (dead rows skipped; -1 where fewer)."""
@@ -106,6 +123,10 @@ class FaissRetriever:
     def add(self, documents: Sequence[LiveDocument]) -> None:
         if not documents:
             return
+        if self.exact_additions:
+            for d in documents:
+                self.added[d.doc_id] = np.asarray(d.vector, dtype=np.float32)
+            return
         self.index.add(np.ascontiguousarray(np.stack([d.vector for d in documents]), dtype=np.float32))
         for d in documents:
             self.live_rows[d.doc_id] = len(self.rows)
@@ -113,7 +134,8 @@ class FaissRetriever:
 
     def remove(self, doc_ids: Sequence[str]) -> None:
         for doc_id in doc_ids:
-            self.dead.add(self.live_rows.pop(doc_id))
+            if self.added.pop(doc_id, None) is None:
+                self.dead.add(self.live_rows.pop(doc_id))
 
 
 # --- building -------------------------------------------------------------------------------
@@ -177,10 +199,12 @@ def _build_pq(ctx: BuildContext) -> dict[str, Any]:
     }
 
 
-def _loader(name: str, file: str) -> Any:
+def _loader(name: str, file: str, exact_additions: bool = False) -> Any:
     def load(ctx: LoadContext) -> FaissRetriever:
         index = ctx.index.read_faiss(file)
-        return FaissRetriever(name, index, ctx.index.doc_ids, ctx.index.query_encoder, ctx.corpus.vector)
+        return FaissRetriever(
+            name, index, ctx.index.doc_ids, ctx.index.query_encoder, ctx.corpus.vector, exact_additions
+        )
 
     return load
 
@@ -198,7 +222,7 @@ register(
     Method(
         name="pq",
         summary="4-bit product quantization, FAISS fast-scan (Bolt-style)",
-        load=_loader("pq", PQ),
+        load=_loader("pq", PQ, exact_additions=True),
         build=_build_pq,
         options=(
             Option("rerank", int, 0, "re-rank k*rerank candidates with the exact vectors (0 = off)", 0),

@@ -153,6 +153,7 @@ class Method:
 METHODS: dict[str, Method] = {}
 # The modules of the built-in methods, in the order their methods are listed and built.
 BUILTIN_MODULES = ("nci.retrieval.nci", "nci.retrieval.dense", "nci.retrieval.bm25", "nci.retrieval.hybrid")
+BUILTIN_ORDER = ("nci", "dense", "pq", "bm25", "nci+dense")
 
 
 def register(method: Method, replace: bool = False) -> Method:
@@ -183,5 +184,8 @@ def get_method(name: str) -> Method:
 
 
 def method_names() -> list[str]:
+    """Registered methods: the built-in ones in :data:`BUILTIN_ORDER`, then others in the order
+    they were registered (so the order does not depend on which module was imported first)."""
     builtin_methods()
-    return list(METHODS)
+    first = [m for m in BUILTIN_ORDER if m in METHODS]
+    return first + [m for m in METHODS if m not in BUILTIN_ORDER]

@@ -22,6 +22,7 @@ from nci.retrieval.corpus import Corpus
 from nci.retrieval.hits import Hits
 from nci.retrieval.index import Index
 from nci.retrieval.registry import LiveDocument, LiveRetriever, LoadContext, Retriever, get_method
+from nci.retrieval.rwlock import ReadWriteLock
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class Searcher:
         self.index = index
         self.corpus = corpus or Corpus(index)
         self.available = index.methods()
-        self.lock = threading.RLock()
+        self.lock = ReadWriteLock()  # searches share it; additions and deletions take it alone
+        self._load_lock = threading.RLock()  # a composed method loads its parts inside
         self._retrievers: dict[str, Retriever] = {}
 
     def methods(self) -> dict[str, str | None]:
@@ -75,7 +77,10 @@ class Searcher:
 
     def load(self, method: str) -> Retriever:
         """The retriever of ``method`` (loaded on first use, then kept)."""
-        with self.lock:
+        retriever = self._retrievers.get(method)
+        if retriever is not None:
+            return retriever
+        with self._load_lock, self.lock.read():
             retriever = self._retrievers.get(method)
             if retriever is None:
                 spec = get_method(method)
@@ -121,23 +126,40 @@ class Searcher:
         if not queries:
             return []
         retriever = self.load(method)
-        with self.lock:
+        with self.lock.read():
             return retriever.search(list(queries), k, **opts)
 
     def add(self, documents: Sequence[LiveDocument]) -> None:
         """Add documents to the corpus and every loaded method (not durable: see nci.live)."""
-        with self.lock:
+        with self.lock.write():
             self.corpus.add(documents)
             for retriever in self._live_retrievers():
                 retriever.add(documents)
+        self._refresh_in_background()
 
     def remove(self, doc_ids: Sequence[str]) -> None:
         """Remove live documents from the corpus and every loaded method."""
-        with self.lock:
+        with self.lock.write():
             for doc_id in doc_ids:
                 self.corpus.remove(doc_id)
             for retriever in self._live_retrievers():
                 retriever.remove(doc_ids)
+        self._refresh_in_background()
+
+    def _refresh_in_background(self) -> None:
+        """Rebuild what a change made stale (BM25) off the request path; a search that comes
+        first rebuilds it itself, and only searches of that method wait."""
+        for retriever in self._live_retrievers():
+            refresh = getattr(retriever, "refresh", None)
+            if refresh is not None:
+                threading.Thread(target=self._refresh, args=(refresh,), daemon=True).start()
+
+    def _refresh(self, refresh: Any) -> None:
+        try:
+            with self.lock.read():
+                refresh()
+        except Exception:  # the next search of the method rebuilds and reports it
+            log.exception("background refresh failed")
 
     def _live_retrievers(self) -> list[LiveRetriever]:
         return [

@@ -26,8 +26,8 @@ def get_state(request: Request) -> ServiceState:
 
 
 def get_live(state: Annotated[ServiceState, Depends(get_state)]) -> LiveIndex:
-    if state.live is None:
-        raise HTTPException(503, "the index is still loading; retry shortly")
+    if not state.ready:
+        raise HTTPException(503, "the index is still loading; retry shortly (GET /readyz says when)")
     return state.live
 
 

@@ -8,12 +8,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from nci.retrieval import get_method
 from service.api.deps import LiveDep, ReadAccess, StateDep
-from service.models import IndexInfo, Status
+from service.models import ErrorResponse, IndexInfo, Status
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Status)
+@router.get("/healthz", response_model=Status, response_model_exclude_none=True)
 async def healthz() -> Status:
     """The process is up and answering."""
     return Status(status="ok")
@@ -21,19 +21,24 @@ async def healthz() -> Status:
 
 @router.get("/readyz", response_model=Status, responses={503: {"model": Status}})
 async def readyz(state: StateDep) -> Response:
-    """The index is loaded and every method warmed up."""
+    """The index is loaded and every method warmed up; `journal` is the position of the last live
+    update applied here (replicas over one database converge on the same position)."""
     if not state.ready:
         return JSONResponse({"status": "loading"}, status_code=503)
-    return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", "journal": state.live.seq})
 
 
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+        401: {"model": ErrorResponse},
+    },
 )
-async def metrics(state: StateDep) -> Response:
-    """Request counts, latency histograms per method, batch sizes and index size (Prometheus)."""
+async def metrics(state: StateDep, _: ReadAccess) -> Response:
+    """Request counts, latency histograms per method, batch sizes and index size (Prometheus).
+    Needs the API key when reads do (``NCI_READ_KEY_REQUIRED``)."""
     m = state.metrics
     if state.live is not None:
         counts = state.live.counts()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
+import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 
 from nci.live import UpdateError
 from nci.retrieval import Hit, get_method, resolve_beam
@@ -14,59 +14,71 @@ from nci.retrieval.registry import Method
 from service.api.deps import LiveDep, ReadAccess, StateDep
 from service.config import Settings
 from service.models import ErrorResponse, QueryResults, SearchHit, SearchRequest, SearchResponse
+from service.snippets import snippet
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = frozenset(
-    "a an and are as at be by did do does for from has have how in is it of on or that the "
-    "this to was were what when where which who whom whose why with".split()
-)
 
-
-def snippet(text: str, query: str, chars: int) -> str:
-    """About ``chars`` characters of ``text`` around the stretch holding the most query words."""
-    if len(text) <= chars:
-        return text
-    terms = {w for w in (m.group().lower() for m in _WORD.finditer(query)) if w not in _STOP}
-    hits = [(m.start(), m.group().lower()) for m in _WORD.finditer(text) if m.group().lower() in terms]
-    start = 0
-    if hits:
-        best = -1
-        for pos, _ in hits:
-            s = max(0, pos - chars // 4)
-            found = len({w for p, w in hits if s <= p < s + chars})
-            if found > best:
-                best, start = found, s
-    start = min(start, len(text) - chars)
-    if start > 0:  # begin at a word
-        space = text.find(" ", start)
-        start = space + 1 if 0 <= space < start + 30 else start
-    end = start + chars
-    if end < len(text):
-        space = text.rfind(" ", start, end)
-        end = space if space > start + chars // 2 else end
-    return ("…" if start > 0 else "") + text[start:end].strip() + ("…" if end < len(text) else "")
-
-
-def _hits(state, hits: list[Hit], query: str, with_snippets: bool) -> list[SearchHit]:
-    store = state.live.store
-    chars = state.settings.snippet_chars
+def _hits(store: dict, hits: list[Hit], query: str, chars: int, with_snippets: bool) -> list[SearchHit]:
     out = []
     for h in hits:
         doc = store.get(h.doc_id)
         if doc is None:  # deleted while the search ran
             continue
+        text = doc.get("text", "")
         out.append(
             SearchHit(
                 id=h.doc_id,
                 score=h.score,
                 title=doc.get("title", ""),
                 source=h.source,
-                snippet=snippet(doc.get("text", ""), query, chars) if with_snippets else None,
+                snippet=snippet(text, query, chars) if with_snippets else None,
             )
         )
     return out
+
+
+def _answer(
+    body: SearchRequest, queries: list[str], results: list, response: SearchResponse, state: Any
+) -> bytes:
+    """The response as JSON bytes, built in a worker thread (snippets and serialisation are the
+    costly part of a large answer), refused when over ``max_response_bytes``."""
+    s = state.settings
+    store = state.live.store
+    if body.query is not None:
+        response.results = _hits(store, results[0], body.query, s.snippet_chars, body.snippets)
+    else:
+        response.batch = [
+            QueryResults(query=q, results=_hits(store, hits, q, s.snippet_chars, body.snippets))
+            for q, hits in zip(queries, results, strict=True)
+        ]
+    data = response.model_dump_json(exclude_none=True).encode()
+    if len(data) > s.max_response_bytes:
+        raise HTTPException(
+            422,
+            f"the answer would be {len(data)} bytes, over the limit of {s.max_response_bytes} "
+            "(max_response_bytes); ask for fewer results (k, queries) or send snippets: false",
+        )
+    return data
+
+
+def _check_limits(body: SearchRequest, queries: list[str], s: Settings) -> None:
+    if len(queries) > s.max_batch:
+        raise HTTPException(
+            422, f"queries: {len(queries)} queries in one request; the limit is {s.max_batch}"
+        )
+    for i, q in enumerate(queries):
+        if len(q) > s.max_query_chars:
+            where = "query" if body.query is not None else f"queries[{i}]"
+            raise HTTPException(422, f"{where}: {len(q)} characters; the limit is {s.max_query_chars}")
+    if body.k > s.max_k:
+        raise HTTPException(422, f"k: {body.k} is over the limit of {s.max_k}")
+    if body.k * len(queries) > s.max_results:
+        raise HTTPException(
+            422,
+            f"k x queries: {body.k} x {len(queries)} = {body.k * len(queries)} results, over the limit "
+            f"of {s.max_results} (max_results); ask for fewer",
+        )
 
 
 def _options(body: SearchRequest, method: Method, s: Settings) -> tuple[dict[str, Any], int | None]:
@@ -90,9 +102,14 @@ def _options(body: SearchRequest, method: Method, s: Settings) -> tuple[dict[str
     "/search",
     response_model=SearchResponse,
     response_model_exclude_none=True,
-    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={
+        400: {"model": ErrorResponse},
+        401: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
 )
-async def search(body: SearchRequest, state: StateDep, live: LiveDep, _: ReadAccess) -> SearchResponse:
+async def search(body: SearchRequest, state: StateDep, live: LiveDep, _: ReadAccess) -> Response:
     """Rank documents for `query` (or each of `queries`) with `method`.
 
     Concurrent requests of one method are batched on the server. NCI returns at most `beam`
@@ -102,16 +119,7 @@ async def search(body: SearchRequest, state: StateDep, live: LiveDep, _: ReadAcc
     start = time.perf_counter()
     s = state.settings
     queries = [body.query] if body.query is not None else list(body.queries or [])
-    if len(queries) > s.max_batch:
-        raise HTTPException(
-            422, f"queries: {len(queries)} queries in one request; the limit is {s.max_batch}"
-        )
-    for i, q in enumerate(queries):
-        if len(q) > s.max_query_chars:
-            where = "query" if body.query is not None else f"queries[{i}]"
-            raise HTTPException(422, f"{where}: {len(q)} characters; the limit is {s.max_query_chars}")
-    if body.k > s.max_k:
-        raise HTTPException(422, f"k: {body.k} is over the limit of {s.max_k}")
+    _check_limits(body, queries, s)
     reason = live.methods().get(body.method)
     if reason:
         available = [m for m, r in live.methods().items() if not r]
@@ -121,21 +129,29 @@ async def search(body: SearchRequest, state: StateDep, live: LiveDep, _: ReadAcc
             f"use one of: {', '.join(available)}",
         )
     options, beam = _options(body, get_method(body.method), s)
+    if beam is not None and beam * len(queries) > s.max_beam_queries:
+        raise HTTPException(
+            422,
+            f"beam x queries: {beam} x {len(queries)} = {beam * len(queries)}, over the limit of "
+            f"{s.max_beam_queries} (max_beam_queries); send fewer queries or a smaller beam",
+        )
     try:
-        results = await state.batcher(body.method).submit(queries, body.k, options)
+        results = await asyncio.wait_for(
+            state.batcher(body.method).submit(queries, body.k, options), s.request_timeout_s
+        )
     except UpdateError as e:
         raise HTTPException(400, str(e)) from e
+    except asyncio.TimeoutError:
+        raise HTTPException(
+            503,
+            f"the search took longer than the limit of {s.request_timeout_s:g} s (request_timeout_s); "
+            "retry, or send fewer queries or a smaller beam",
+        ) from None
     metrics = state.metrics
     took = time.perf_counter() - start
     metrics.search_requests.labels(body.method).inc()
     metrics.search_queries.labels(body.method).inc(len(queries))
     metrics.search_latency.labels(body.method).observe(took)
     response = SearchResponse(method=body.method, k=body.k, beam=beam, took_ms=round(took * 1000, 3))
-    if body.query is not None:
-        response.results = _hits(state, results[0], body.query, body.snippets)
-    else:
-        response.batch = [
-            QueryResults(query=q, results=_hits(state, hits, q, body.snippets))
-            for q, hits in zip(queries, results, strict=True)
-        ]
-    return response
+    data = await asyncio.to_thread(_answer, body, queries, results, response, state)
+    return Response(content=data, media_type="application/json")
