@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "querygen": ("nci.querygen", "pseudo-queries: doc-as-query, doc2query train and generate"),
     "train": ("nci.train", "train the NCI model (encoder + PAWA decoder, R-drop)"),
     "index": ("nci.index", "assemble a self-contained index directory"),
+    "build": ("nci.build", "the whole pipeline on a prepared dataset, with a recipe chosen from it"),
     "search": ("nci.search", "search an index from the command line"),
     "evaluate": ("nci.evaluate", "evaluate a method of an index on a dataset's test queries"),
     "bench": ("nci.bench", "benchmark every method in one run (or: nci bench ids)"),

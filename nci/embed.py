@@ -2,13 +2,15 @@
 
 Writes ``embeddings.npy`` (float32, L2-normalised, one row per document in corpus order),
 ``doc_ids.txt`` and a manifest. Work is done in chunks kept in ``<out>.partial/``: a killed run
-started again with the same settings skips the chunks it already finished.
+started again with the same settings skips the chunks it already finished. The chunks can be
+split across processes or machines: ``--shard I/N`` computes one disjoint share of them and
+``--merge`` assembles the output, the same as a single run's (``nci.shards``; under torchrun
+each rank takes its share and rank 0 merges).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -23,6 +25,17 @@ from tqdm import tqdm
 
 from nci.encoder import DEFAULT_ENCODER, load_encoder, pool, resolve_encoder
 from nci.manifest import ArtifactError, Timer, atomic_output_dir, fingerprint, write_manifest
+from nci.shards import (
+    Shard,
+    add_shard_arguments,
+    barrier,
+    check_complete,
+    launched,
+    open_partial,
+    stops_after_its_chunks,
+    temporary_name,
+    threads_per_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +88,19 @@ def encode_texts(
     return out
 
 
-def embed_corpus(data_dir: Path, out: Path, config: EmbedConfig, overwrite: bool = False) -> Path:
-    """Embed every document of a prepared dataset into ``out``."""
+def embed_corpus(
+    data_dir: Path,
+    out: Path,
+    config: EmbedConfig,
+    overwrite: bool = False,
+    shard: Shard | None = None,
+    merge: bool = False,
+) -> Path | None:
+    """Embed every document of a prepared dataset into ``out``.
+
+    With ``shard``, compute only that shard's chunks into ``<out>.partial/`` and return None
+    (under torchrun, rank 0 then merges and returns ``out``); with ``merge``, compute nothing
+    and assemble ``out`` from the chunks the shards wrote (see :mod:`nci.shards`)."""
     from nci.data import document_text, load_corpus
 
     out = Path(out)
@@ -87,39 +111,17 @@ def embed_corpus(data_dir: Path, out: Path, config: EmbedConfig, overwrite: bool
     texts = [document_text(corpus[d]) for d in doc_ids]
     source = resolve_encoder(config.model)
 
-    partial = out.with_name(out.name + ".partial")
     plan = {"config": asdict(config), "data": fingerprint(data_dir), "documents": len(doc_ids)}
-    plan_path = partial / "plan.json"
-    if partial.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
-        log.info("discarding %s: it was made with other settings or data", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(json.dumps(plan, indent=2))
-
-    chunks = range(0, len(texts), config.chunk_size)
-    done = [s for s in chunks if (partial / f"chunk-{s:08d}.npy").is_file()]
-    if done:
-        log.info("resuming: %d of %d chunks already embedded", len(done), len(chunks))
-    tokenizer, model = None, None
+    partial = open_partial(out.with_name(out.name + ".partial"), plan, shard, merge)
+    starts = range(0, len(texts), config.chunk_size)
     with Timer() as timer:
-        for start in tqdm(chunks, desc="embed chunks", unit="chunk"):
-            path = partial / f"chunk-{start:08d}.npy"
-            if path.is_file():
-                continue
-            if model is None:
-                tokenizer, model = load_encoder(source)
-            vecs = encode_texts(
-                texts[start : start + config.chunk_size],
-                tokenizer,
-                model,
-                pooling=config.pooling,
-                max_length=config.max_length,
-                batch_size=config.batch_size,
-            )
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, vecs)
-            os.replace(tmp, path)
-        embeddings = np.concatenate([np.load(partial / f"chunk-{s:08d}.npy") for s in chunks])
+        if not merge:
+            _embed_chunks(partial, texts, starts, config, source, shard)
+        barrier(shard)  # under torchrun: every rank's chunks are written
+        if stops_after_its_chunks(shard, partial, len(starts)):
+            return None
+        check_complete(partial, [_chunk(partial, s).is_file() for s in starts], shard)
+        embeddings = np.concatenate([np.load(_chunk(partial, s)) for s in starts])
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         np.save(tmp / "embeddings.npy", embeddings)
         (tmp / "doc_ids.txt").write_text("\n".join(doc_ids) + "\n")
@@ -137,6 +139,40 @@ def embed_corpus(data_dir: Path, out: Path, config: EmbedConfig, overwrite: bool
     return out
 
 
+def _chunk(partial: Path, start: int) -> Path:
+    return partial / f"chunk-{start:08d}.npy"
+
+
+def _embed_chunks(
+    partial: Path, texts: list[str], starts: range, config: EmbedConfig, source: str, shard: Shard | None
+) -> None:
+    """Embed the chunks (``shard``'s only, when given) that ``partial`` does not hold yet."""
+    mine = [s for c, s in enumerate(starts) if shard is None or shard.owns(c)]
+    done = [s for s in mine if _chunk(partial, s).is_file()]
+    if done:
+        log.info("resuming: %d of %d chunks already embedded", len(done), len(mine))
+    desc = "embed chunks" if shard is None else f"embed chunks (shard {shard})"
+    tokenizer, model = None, None
+    for start in tqdm(mine, desc=desc, unit="chunk"):
+        path = _chunk(partial, start)
+        if path.is_file():
+            continue
+        if model is None:
+            tokenizer, model = load_encoder(source)
+        vecs = encode_texts(
+            texts[start : start + config.chunk_size],
+            tokenizer,
+            model,
+            pooling=config.pooling,
+            max_length=config.max_length,
+            batch_size=config.batch_size,
+        )
+        tmp = temporary_name(path)
+        with open(tmp, "wb") as f:
+            np.save(f, vecs)
+        os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Embed a prepared corpus with a BERT encoder.")
     parser.add_argument("--data", type=Path, required=True, help="directory written by `nci data prepare`")
@@ -147,14 +183,30 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--pooling", choices=["mean", "cls"], default=EmbedConfig.pooling)
     parser.add_argument("--max-length", type=int, default=EmbedConfig.max_length)
     parser.add_argument("--batch-size", type=int, default=EmbedConfig.batch_size)
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=EmbedConfig.chunk_size,
+        help=f"documents per resumable chunk, the unit of --shard (default {EmbedConfig.chunk_size})",
+    )
     parser.add_argument("--overwrite", action="store_true")
+    add_shard_arguments(parser)
     args = parser.parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
+    if not logging.getLogger().handlers:
+        from nci.cli import setup_logging
+
+        setup_logging()
+    torch.set_num_threads(threads_per_process())
     try:
         config = EmbedConfig(
-            model=args.model, pooling=args.pooling, max_length=args.max_length, batch_size=args.batch_size
+            model=args.model,
+            pooling=args.pooling,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
         )
-        embed_corpus(args.data, args.out, config, overwrite=args.overwrite)
+        with launched(args.shard, args.merge) as shard:
+            embed_corpus(args.data, args.out, config, overwrite=args.overwrite, shard=shard, merge=args.merge)
     except (ValueError, ArtifactError, FileExistsError, FileNotFoundError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     return 0

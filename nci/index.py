@@ -90,8 +90,10 @@ def build_index(
     model: Path | None = None,
     config: IndexConfig = IndexConfig(),
     overwrite: bool = False,
+    fusion: Path | None = None,
 ) -> Path:
-    """Assemble an index directory from a dataset, its embeddings, and optionally ids and a model."""
+    """Assemble an index directory from a dataset, its embeddings, and optionally ids and a model;
+    with ``fusion`` (a dataset with validation queries), fit the fusion method too."""
     from nci.data import document_text, load_corpus
 
     data, embeddings, out = Path(data), Path(embeddings), Path(out)
@@ -149,6 +151,14 @@ def build_index(
         _write_index_manifest(
             tmp, config, inputs, counts, methods, query_encoder, time.perf_counter() - start
         )
+        if fusion is not None:  # fitted on the written index: it searches with the other methods
+            from nci.fusion import fit_fusion
+
+            methods["fusion"] = fit_fusion(tmp, fusion)
+            inputs["fusion"] = fusion
+            _write_index_manifest(
+                tmp, config, inputs, counts, methods, query_encoder, time.perf_counter() - start
+            )
     available = [m for m, info in methods.items() if "unavailable" not in info]
     log.info("index with %s -> %s", ", ".join(sorted(available)), out)
     return out
@@ -165,8 +175,11 @@ def _write_index_manifest(
 ) -> None:
     """manifest.json with every file's size (``load_index`` checks them), the methods' entries
     and the query encoder."""
+    own = {"manifest.json", "config.json"}  # written by write_manifest itself
     files = {
-        str(p.relative_to(out)): {"bytes": p.stat().st_size} for p in sorted(out.rglob("*")) if p.is_file()
+        str(p.relative_to(out)): {"bytes": p.stat().st_size}
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and str(p.relative_to(out)) not in own
     }
     write_manifest(
         out,
@@ -297,6 +310,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default dim/4)")
     b.add_argument("--copy", action="store_true", help="copy large inputs instead of hard-linking them")
+    b.add_argument(
+        "--fusion",
+        type=Path,
+        default=None,
+        metavar="DATA",
+        help="fit the fusion method (NCI + dense + BM25) on DATA's validation queries: its dev split, "
+        "else the training queries nci train held out (needs --ids and --model)",
+    )
     b.add_argument("--overwrite", action="store_true")
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("index", type=Path)
@@ -316,6 +337,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             model=args.model,
             config=config,
             overwrite=args.overwrite,
+            fusion=args.fusion,
         )
         return 0
     index = R.load_index(args.index)

@@ -11,7 +11,8 @@ Two sources, each reproducible from a seed (Wang et al. 2022, section 3.2):
 ``daq`` and ``generate`` write ``pseudo_queries.jsonl`` (one ``{"doc_id", "text", "source"}``
 object a line, documents in corpus order) and ``manifest.json`` (stage ``querygen``). ``train``
 writes a model directory (``save_pretrained``, safetensors) with its manifest and the ids of
-the training queries it saw.
+the training queries it saw. ``generate`` works in resumable chunks, which ``--shard I/N`` splits
+across processes or machines and ``--merge`` assembles (``nci.shards``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ import numpy as np
 from tqdm import tqdm
 
 from nci.manifest import ArtifactError, Timer, atomic_output_dir, fingerprint, read_manifest, write_manifest
+from nci.shards import (
+    Shard,
+    add_shard_arguments,
+    barrier,
+    check_complete,
+    launched,
+    open_partial,
+    stops_after_its_chunks,
+    temporary_name,
+    threads_per_process,
+)
 
 if TYPE_CHECKING:
     from nci.doc2query import SamplingConfig
@@ -278,9 +290,16 @@ def _chunk_file(partial: Path, start: int, suffix: str) -> Path:
 
 
 def _open_partial(
-    out: Path, config: GenerateConfig, data_dir: str | Path, model_path: Path, documents: int
+    out: Path,
+    config: GenerateConfig,
+    data_dir: str | Path,
+    model_path: Path,
+    documents: int,
+    shard: Shard | None = None,
+    merge: bool = False,
 ) -> Path:
-    """``<out>.partial/`` with this run's plan; chunks of a run with another plan are discarded."""
+    """``<out>.partial/`` with this run's plan; a single run discards chunks of another plan
+    (shards and merges refuse them instead, see :func:`nci.shards.open_partial`)."""
     partial = out.with_name(out.name + ".partial")
     key = {k: v for k, v in asdict(config).items() if k not in {"batch_size", "device"}}
     plan = {
@@ -289,13 +308,7 @@ def _open_partial(
         "model": fingerprint(model_path) if model_path.is_dir() else config.model,
         "documents": documents,
     }
-    plan_path = partial / "plan.json"
-    if partial.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text()) != plan):
-        log.info("discarding %s: it was made with other settings, data or model", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    plan_path.write_text(json.dumps(plan, indent=2))
-    return partial
+    return open_partial(partial, plan, shard, merge)
 
 
 def _sample_chunk(
@@ -335,20 +348,31 @@ def _generate_chunks(
     generator: tuple[Any, Any],
     sampling: SamplingConfig,
     config: GenerateConfig,
+    shard: Shard | None = None,
 ) -> None:
-    """Sample every chunk not yet finished in ``partial``, writing each as soon as it is done."""
+    """Sample every chunk (of ``shard``, when given) not yet finished in ``partial``, writing
+    each as soon as it is done."""
     doc_ids = list(corpus)
-    bar = tqdm(total=len(doc_ids), desc="doc2query", unit="doc")
-    for start in range(0, len(doc_ids), config.chunk_size):
+    starts = [
+        s for c, s in enumerate(range(0, len(doc_ids), config.chunk_size)) if shard is None or shard.owns(c)
+    ]
+    total = sum(len(doc_ids[s : s + config.chunk_size]) for s in starts)
+    desc = "doc2query" if shard is None else f"doc2query (shard {shard})"
+    bar = tqdm(total=total, desc=desc, unit="doc")
+    for start in starts:
         path = _chunk_file(partial, start, ".jsonl")
         chunk = doc_ids[start : start + config.chunk_size]
         if path.is_file():
             bar.update(len(chunk))
             continue
         rows, stats = _sample_chunk(chunk, corpus, generator, sampling, config.batch_size, bar)
-        # Stats first, the chunk file last: its presence marks the chunk finished.
-        _chunk_file(partial, start, ".stats.json").write_text(json.dumps(stats))
-        tmp = path.with_suffix(".tmp")
+        # Stats first, the chunk file last: its presence marks the chunk finished. Temporary
+        # names of their own: another shard may be writing the same chunk.
+        stats_path = _chunk_file(partial, start, ".stats.json")
+        tmp = temporary_name(stats_path)
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, stats_path)
+        tmp = temporary_name(path)
         _write_jsonl(tmp, iter(rows))
         os.replace(tmp, path)
     bar.close()
@@ -373,11 +397,20 @@ def _join_chunks(partial: Path, starts: range, path: Path) -> tuple[int, list[in
     return n, per_doc, dropped
 
 
-def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, overwrite: bool = False) -> dict:
+def generate(
+    data_dir: str | Path,
+    out: str | Path,
+    config: GenerateConfig,
+    overwrite: bool = False,
+    shard: Shard | None = None,
+    merge: bool = False,
+) -> dict | None:
     """doc2query pseudo-queries for every document, resumable chunk by chunk.
 
     Finished chunks are kept in ``<out>.partial/``; a run started again with the same settings,
     data and model skips them. The output is assembled and renamed into place at the end.
+    With ``shard``, only that shard's chunks are generated and None is returned (under torchrun
+    rank 0 then merges); with ``merge``, nothing is generated (see :mod:`nci.shards`).
     """
     from nci.data import load_corpus
     from nci.doc2query import load_generator, pick_device
@@ -386,22 +419,29 @@ def generate(data_dir: str | Path, out: str | Path, config: GenerateConfig, over
     _check_out(out, overwrite)
     corpus = load_corpus(data_dir)
     device = pick_device(config.device)
-    generator = load_generator(config.model, device)  # fails fast on a bad path
+    if shard is not None and shard.launched and device.type == "cuda" and device.index is None:
+        device = pick_device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")  # one GPU per process
+    generator = None if merge else load_generator(config.model, device)  # fails fast on a bad path
     model_path = Path(config.model).expanduser()
     inputs: dict[str, str | Path] = {"data": data_dir}
     if model_path.is_dir():
         inputs["model"] = model_path
 
-    partial = _open_partial(out, config, data_dir, model_path, len(corpus))
+    partial = _open_partial(out, config, data_dir, model_path, len(corpus), shard, merge)
     sampling = config.sampling()
     starts = range(0, len(corpus), config.chunk_size)
     done = [s for s in starts if _chunk_file(partial, s, ".jsonl").is_file()]
-    if done:
+    if done and not merge:
         log.info("resuming: %d of %d chunks already generated", len(done), len(starts))
     cpu = time.process_time()
     with Timer() as timer:
-        _generate_chunks(partial, corpus, generator, sampling, config)
+        if generator is not None:
+            _generate_chunks(partial, corpus, generator, sampling, config, shard)
+        barrier(shard)  # under torchrun: every rank's chunks are written
     cpu_seconds = time.process_time() - cpu
+    if stops_after_its_chunks(shard, partial, len(starts)):
+        return None
+    check_complete(partial, [_chunk_file(partial, s, ".jsonl").is_file() for s in starts], shard)
 
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         n, per_doc, dropped = _join_chunks(partial, starts, tmp / PSEUDO_QUERIES)
@@ -497,7 +537,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="directory from `nci querygen train`, or any seq2seq model directory / hub id",
     )
-    g.add_argument("--n", type=int, default=10, help="queries per document (default 10)")
+    # torchrun's own parser rejects `--n` as an ambiguous abbreviation of its options: under
+    # torchrun, write --queries-per-doc
+    g.add_argument("--n", "--queries-per-doc", type=int, default=10, help="queries per document (default 10)")
     g.add_argument("--top-k", type=int, default=10, help="top-k sampling (default 10; 0 = off)")
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling, e.g. 0.9")
     g.add_argument("--temperature", type=float, default=1.0)
@@ -510,7 +552,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-doc-length", type=int, default=192, help="tokens")
     g.add_argument("--max-query-length", type=int, default=32, help="tokens")
     g.add_argument("--batch-size", type=int, default=16, help="documents per batch (speed only)")
-    g.add_argument("--chunk-size", type=int, default=256, help="documents per resumable chunk")
+    g.add_argument(
+        "--chunk-size", type=int, default=256, help="documents per resumable chunk, the unit of --shard"
+    )
+    add_shard_arguments(g)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -523,7 +568,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.action != "daq":
         import torch
 
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
+        torch.set_num_threads(args.threads or threads_per_process())
     try:
         if args.action == "daq":
             manifest = write_daq(
@@ -562,7 +607,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 chunk_size=args.chunk_size,
                 device=args.device,
             )
-            manifest = generate(args.data, args.out, config, overwrite=args.overwrite)
+            with launched(args.shard, args.merge) as shard:
+                manifest = generate(
+                    args.data, args.out, config, overwrite=args.overwrite, shard=shard, merge=args.merge
+                )
+            if manifest is None:  # one shard's chunks, in OUT.partial/
+                return 0
     except (GeneratorError, DataError, ArtifactError, ValueError, OSError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"{parser.prog}: error: {message}", file=sys.stderr)

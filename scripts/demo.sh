@@ -1,39 +1,34 @@
 #!/usr/bin/env bash
-# The main job: build a SQuAD (v1.1 dev as passage retrieval) index end to end on the CPU, then
-# serve it with the search page. Stages whose output already has a manifest are skipped, so a
-# second run goes straight to serving. Reads the raw data from $NCI_DATASETS when set, else
-# downloads it from its public location.
+# The main job: prepare SQuAD (v1.1 dev as passage retrieval), build an index from it with one
+# `nci build` (embed, ids, doc-as-query, train, index with fusion; the recipe chosen from the
+# corpus by nci/recipe.py and written to $NCI_WORK/build.json), then serve it with the search
+# page. Every stage whose output already has a manifest with the same config is skipped, so a
+# second run goes straight to serving and an interrupted one picks up where it stopped. Reads the
+# raw data from $NCI_DATASETS when set, else downloads it from its public location.
 #
-# Knobs (environment): NCI_WORK (default runs/demo), DEMO_TRAIN_MINUTES (default 15),
-# DEMO_HOST / DEMO_PORT (default 127.0.0.1:8000), DEMO_SERVE=0 to stop after building.
+# Knobs (environment): NCI_WORK (default runs/demo), DEMO_MINUTES (wall time of the whole build;
+# default nci build's, 15 minutes for SQuAD), DEMO_TRAIN_MINUTES (sets the training budget instead
+# of the recipe's), DEMO_HOST / DEMO_PORT (default 127.0.0.1:8000), DEMO_SERVE=0 to stop after
+# building.
 set -euo pipefail
 WORK="${NCI_WORK:-runs/demo}"
-TRAIN_MINUTES="${DEMO_TRAIN_MINUTES:-15}"
 HOST="${DEMO_HOST:-127.0.0.1}"
 PORT="${DEMO_PORT:-8000}"
 mkdir -p "$WORK"
 
-stage() {  # stage OUT_DIR COMMAND...
-  local out="$1"; shift
-  if [[ -f "$out/manifest.json" ]]; then
-    echo "== skip $(basename "$out"): $out/manifest.json exists"
-  else
-    echo "== $*"
-    "$@"
-  fi
-}
-
 start=$(date +%s)
-stage "$WORK/data"  nci data prepare squad --out "$WORK/data"
-stage "$WORK/emb"   nci embed --data "$WORK/data" --out "$WORK/emb"
-stage "$WORK/ids"   nci ids build --embeddings "$WORK/emb" --out "$WORK/ids"
-stage "$WORK/daq"   nci querygen daq --data "$WORK/data" --out "$WORK/daq"
-# The CPU recipe: frozen encoder with cached token states, PAWA decoder with the centroid prior.
-stage "$WORK/model" nci train --data "$WORK/data" --ids "$WORK/ids" --queries "$WORK/daq" \
-  --out "$WORK/model" --centroid-prior --max-minutes "$TRAIN_MINUTES"
-stage "$WORK/index" nci index build --data "$WORK/data" --embeddings "$WORK/emb" --ids "$WORK/ids" \
-  --model "$WORK/model" --out "$WORK/index"
-echo "== index built in $(( $(date +%s) - start )) s: $WORK/index"
+if [[ -f "$WORK/data/manifest.json" ]]; then
+  echo "== skip data: $WORK/data/manifest.json exists"
+else
+  echo "== nci data prepare squad --out $WORK/data"
+  nci data prepare squad --out "$WORK/data"
+fi
+build=(nci build --data "$WORK/data" --out "$WORK")
+if [[ -n "${DEMO_MINUTES:-}" ]]; then build+=(--minutes "$DEMO_MINUTES"); fi
+if [[ -n "${DEMO_TRAIN_MINUTES:-}" ]]; then build+=(--train-minutes "$DEMO_TRAIN_MINUTES"); fi
+echo "== ${build[*]}"
+"${build[@]}"
+echo "== index built in $(( $(date +%s) - start )) s: $WORK/index (recipe and figures: $WORK/build.json)"
 if [[ "${DEMO_SERVE:-1}" == "1" ]]; then
   echo "== serving: open http://$HOST:$PORT/ (API docs at /docs; Ctrl-C stops)"
   exec nci serve --index "$WORK/index" --host "$HOST" --port "$PORT"

@@ -58,9 +58,9 @@ def plain_index(synthetic_data, synthetic_embeddings, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_index(tiny_encoder, synthetic_data, synthetic_embeddings, tmp_path_factory) -> Path:
-    """An index with every method: ids (k=4, leaf size 4) and an untrained NCI model with the
-    centroid prior. Shared by the whole session: tests must not write into it (each service
-    gets its own updates directory)."""
+    """An index with every method: ids (k=4, leaf size 4), an untrained NCI model with the
+    centroid prior, and the fusion fitted on 20 validation queries. Shared by the whole session:
+    tests must not write into it (each service gets its own updates directory)."""
     from tiny_index import save_tiny_model
 
     from nci.index import build_index
@@ -70,4 +70,18 @@ def tiny_index(tiny_encoder, synthetic_data, synthetic_embeddings, tmp_path_fact
     ids = build(synthetic_embeddings, root / "ids", IdsConfig(k=4, leaf_size=4))
     save_tiny_model(ids, tiny_encoder, root / "model", centroid_prior=True)
     emb = synthetic_embeddings
-    return build_index(synthetic_data, emb, root / "index", ids=root / "ids", model=root / "model")
+    dev = validation_copy(synthetic_data, root / "dev-data")
+    return build_index(
+        synthetic_data, emb, root / "index", ids=root / "ids", model=root / "model", fusion=dev
+    )
+
+
+def validation_copy(data: Path, out: Path, n: int = 20) -> Path:
+    """A copy of a dataset whose first ``n`` training judgements also form a dev split (the
+    validation queries the fusion method is fitted on)."""
+    import shutil
+
+    copy = shutil.copytree(data, out)
+    train = (copy / "qrels" / "train.tsv").read_text().splitlines()
+    (copy / "qrels" / "dev.tsv").write_text("\n".join(train[: n + 1]) + "\n")  # header + n lines
+    return copy

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import validation_copy
 from tiny_index import save_tiny_model
 
 from nci.bench import BenchConfig, PythonTrie, rankings_agree, reference_beam_search, run_bench
@@ -44,12 +45,25 @@ def pipeline(tiny_encoder, synthetic_data, synthetic_embeddings, plain_index, tm
     np.save(root / "model" / "cache" / "states.npy", np.zeros(10))
     emb = synthetic_embeddings
     full = build_index(synthetic_data, emb, root / "index", ids=root / "ids", model=root / "model")
-    return {"data": synthetic_data, "index": full, "plain": plain_index, "ids": ids, "root": root}
+    dev = validation_copy(synthetic_data, root / "dev-data")
+    fused = build_index(
+        synthetic_data, emb, root / "fused", ids=root / "ids", model=root / "model", fusion=dev
+    )
+    return {
+        "data": synthetic_data,
+        "index": full,
+        "fused": fused,
+        "plain": plain_index,
+        "ids": ids,
+        "root": root,
+    }
 
 
 def test_index_with_a_model_offers_nci_and_shares_the_encoder(pipeline):
     index = load_index(pipeline["index"])
-    assert index.methods() == {"nci": None, "dense": None, "pq": None, "bm25": None, "nci+dense": None}
+    methods = index.methods()
+    assert methods.pop("fusion").startswith("not fitted")  # built without --fusion
+    assert methods == {"nci": None, "dense": None, "pq": None, "bm25": None, "nci+dense": None}
     # the untrained model keeps the embedding encoder's weights, so the index stores it once
     assert index.manifest["query_encoder"]["path"] == "model/encoder"
     assert not (pipeline["index"] / "encoder").exists()
@@ -181,8 +195,8 @@ def test_bench_runs_every_method_and_writes_the_three_files(pipeline, tmp_path):
         beams=(10, 3), latency_queries=5, decode_beams=(10, 100), decode_queries=6, threads=1, isolate=False
     )
     out = tmp_path / "bench"
-    report = run_bench(pipeline["data"], pipeline["index"], out, config)
-    _check_outputs(out, {"nci", "nci-beam3", "dense", "pq", "bm25", "nci+dense"})
+    report = run_bench(pipeline["data"], pipeline["fused"], out, config)
+    _check_outputs(out, {"nci", "nci-beam3", "dense", "pq", "bm25", "nci+dense", "fusion"})
     for key, r in report["methods"].items():
         assert METHOD_KEYS <= set(r), key
         assert 0 <= r["success@1"] <= r["success@10"] <= r["success@100"] <= 1

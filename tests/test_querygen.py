@@ -277,6 +277,38 @@ def test_interrupted_generation_resumes_from_finished_chunks(generator, small_da
     assert rows_of(tmp_path / "out") == rows_of(tmp_path / "fresh")
 
 
+def test_shards_then_merge_equal_one_process(generator, small_data, tmp_path, monkeypatch, capsys):
+    from nci.shards import Shard
+
+    # 12 documents in chunks of 5: chunks 0 and 2 are shard 0/2's, chunk 1 is shard 1/2's
+    config = GenerateConfig(model=str(generator), n=2, batch_size=3, chunk_size=5, **FAST)
+    querygen.generate(small_data, tmp_path / "whole", config)
+    out, partial = tmp_path / "sharded", tmp_path / "sharded.partial"
+    assert querygen.generate(small_data, out, config, shard=Shard.parse("1/2")) is None
+    assert not out.exists()
+    assert sorted(p.name for p in partial.glob("chunk-*[0-9].jsonl")) == ["chunk-00000005.jsonl"]
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the test process's setting
+    merge = ["generate", "--data", str(small_data), "--out", str(out), "--model", str(generator), "--n", "2",
+             "--chunk-size", "5", "--batch-size", "3", "--max-doc-length", "32", "--max-query-length", "6",
+             "--merge"]  # fmt: skip
+    assert querygen.main(merge) == 2
+    assert "2 of 3 chunks are missing (chunk 0, 2)" in capsys.readouterr().err
+    assert querygen.generate(small_data, out, config, shard=Shard.parse("0/2")) is None
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--merge generates nothing")
+
+    monkeypatch.setattr(doc2query, "sample_queries", refuse)
+    monkeypatch.setattr(doc2query, "load_generator", refuse)
+    assert querygen.main(merge) == 0
+    jsonl = querygen.PSEUDO_QUERIES
+    assert (out / jsonl).read_bytes() == (tmp_path / "whole" / jsonl).read_bytes()  # byte for byte
+    whole, merged = read_manifest(tmp_path / "whole"), read_manifest(out)
+    for key in ("stage", "config", "inputs", "counts", "source", "generator"):
+        assert merged[key] == whole[key], key
+    assert not partial.exists()
+
+
 @pytest.mark.parametrize("bad", ["missing", "empty_dir", "deep/missing/path"])
 def test_bad_model_path_is_a_clear_error(bad, small_data, tmp_path, capsys):
     model = tmp_path / bad

@@ -24,7 +24,7 @@ from service.app import create_app
 from service.batching import Batcher
 from service.config import Settings
 
-METHODS = ("nci", "dense", "pq", "bm25", "nci+dense")
+METHODS = ("nci", "dense", "pq", "bm25", "nci+dense", "fusion")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_search_each_method(reader, method):
         assert hit["title"].startswith("topic") and hit["snippet"] and hit["source"] == method
     scores = [h["score"] for h in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert (body.get("beam") is not None) == method.startswith("nci")
+    assert (body.get("beam") is not None) == (method in {"nci", "nci+dense", "fusion"})  # those with a beam
 
 
 def test_service_returns_what_the_library_returns(reader, index_dir):

@@ -28,11 +28,14 @@ Speed ratios (``speed`` in results.json):
   the same encoded queries and the same beam; their rankings must agree (the run fails if not).
 - ``nci_vs_dense_qps_b1`` / ``_b64``: NCI's queries per second over dense exact's, end to end.
 
-``nci bench ids`` benchmarks semantic id building instead (``nci.semantic_ids.bench_main``).
+``nci bench ids`` benchmarks semantic id building instead (``nci.semantic_ids.bench_main``);
+``nci bench scale`` measures build, load, memory, query and update costs on seeded synthetic
+corpora of growing size (``nci.bench.scale``).
 
 The modules: ``run`` (the config, measuring one method, the whole run), ``plan`` (which method
 configurations are measured), ``reference`` (the reference decoder and the ranking comparison),
-``report`` (results.md and the plot), ``machine`` (memory and machine facts), ``cli``.
+``report`` (results.md and the plot), ``machine`` (memory and machine facts), ``cli``; ``scale``,
+``scale_measure`` and ``scale_report`` for ``nci bench scale``.
 """
 
 from nci.bench.cli import add_arguments, main
@@ -41,12 +44,14 @@ from nci.bench.plan import method_plan
 from nci.bench.reference import PythonTrie, decode_speed, rankings_agree, reference_beam_search
 from nci.bench.report import AIMS, plot, results_markdown
 from nci.bench.run import METRIC_KEYS, SPEED_KEYS, BenchConfig, measure_method, run_bench
+from nci.bench.scale import ScaleConfig, run_scale
 
 __all__ = [
     "AIMS",
     "METRIC_KEYS",
     "SPEED_KEYS",
     "BenchConfig",
+    "ScaleConfig",
     "PythonTrie",
     "add_arguments",
     "decode_speed",
@@ -60,4 +65,5 @@ __all__ = [
     "reset_peak_rss",
     "results_markdown",
     "run_bench",
+    "run_scale",
 ]

@@ -1,4 +1,5 @@
-"""``nci bench`` flags and entry point; ``nci bench ids`` hands over to ``nci.semantic_ids``."""
+"""``nci bench`` flags and entry point; ``nci bench ids`` hands over to ``nci.semantic_ids``,
+``nci bench scale`` to ``nci.bench.scale``."""
 
 from __future__ import annotations
 
@@ -106,8 +107,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from nci.semantic_ids import bench_main
 
         return bench_main(argv[1:], prog=f"{prog} ids")
+    if argv and argv[0] == "scale":
+        from nci.bench.scale import main as scale_main
+
+        return scale_main(argv[1:], prog=f"{prog} scale")
     parser = argparse.ArgumentParser(
-        prog=prog, description="Benchmark NCI and the baselines on one dataset (or: nci bench ids ...)."
+        prog=prog, description="Benchmark NCI and the baselines on one dataset (or: nci bench ids|scale ...)."
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

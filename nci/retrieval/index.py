@@ -110,11 +110,14 @@ class Index:
             else:
                 info = built.get(name)
                 out[name] = (info or {}).get("unavailable") if info else "not in this index"
-        for name in names:  # methods composed of others
+        for name in names:  # methods composed of others (and, if they have a builder, its files)
             method = get_method(name)
             if method.needs:
                 missing = [m for m in method.needs if out.get(m, "not registered")]
                 out[name] = f"needs {' and '.join(missing)}" if missing else None
+                if not missing and method.build is not None:
+                    info = built.get(name)
+                    out[name] = (info or {}).get("unavailable") if info else "not in this index"
         return {name: out[name] for name in names}
 
     def method_files(self, method: str, **opts: Any) -> list[str]:

@@ -152,8 +152,14 @@ class Method:
 
 METHODS: dict[str, Method] = {}
 # The modules of the built-in methods, in the order their methods are listed and built.
-BUILTIN_MODULES = ("nci.retrieval.nci", "nci.retrieval.dense", "nci.retrieval.bm25", "nci.retrieval.hybrid")
-BUILTIN_ORDER = ("nci", "dense", "pq", "bm25", "nci+dense")
+BUILTIN_MODULES = (
+    "nci.retrieval.nci",
+    "nci.retrieval.dense",
+    "nci.retrieval.bm25",
+    "nci.retrieval.hybrid",
+    "nci.retrieval.fusion",
+)
+BUILTIN_ORDER = ("nci", "dense", "pq", "bm25", "nci+dense", "fusion")
 
 
 def register(method: Method, replace: bool = False) -> Method:

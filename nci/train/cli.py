@@ -119,7 +119,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="Train the NCI model (encoder + PAWA decoder).")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train the NCI model (encoder + PAWA decoder).",
+        epilog="Data-parallel: torchrun --nproc_per_node N -m nci.train ... on one machine; on M machines, "
+        "torchrun --nnodes M --nproc_per_node N --rdzv_backend c10d --rdzv_endpoint HOST:PORT "
+        "--rdzv_id JOB -m nci.train ... on each, the same command, with --out on a filesystem they all "
+        "share. --batch-size is the global batch.",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:

@@ -100,6 +100,23 @@ def _add_pseudo_queries(examples: _Examples, query_dirs: list[Path], doc_index: 
             examples.add(text, doc_index[doc_id], source)
 
 
+def _validation_split(qids: list[str], cfg: TrainConfig) -> tuple[set[str], np.random.Generator]:
+    """The seeded validation share of the training queries (and the generator, which goes on)."""
+    n_val = min(cfg.val_max, int(round(cfg.val_fraction * len(qids))))
+    rng = np.random.default_rng([cfg.seed, 1])
+    val_qids = set(rng.choice(qids, size=n_val, replace=False).tolist()) if n_val else set()
+    return val_qids, rng
+
+
+def validation_query_ids(data: Path, doc_ids: list[str], cfg: TrainConfig) -> list[str]:
+    """The training queries ``nci train`` held out for validation with ``cfg`` (the same seeded
+    split), in query order: queries no model of that run was trained on."""
+    _, relevant = _relevant_documents(data, {d: i for i, d in enumerate(doc_ids)})
+    qids = list(relevant)
+    val_qids, _ = _validation_split(qids, cfg)
+    return [q for q in qids if q in val_qids]
+
+
 def load_training_data(data: Path, sem: Any, query_dirs: list[Path], cfg: TrainConfig) -> TrainingData:
     """The training queries of ``data`` (less a seeded validation share) and every pseudo-query
     of ``query_dirs``, each paired with its documents' semantic ids ``sem``."""
@@ -110,9 +127,7 @@ def load_training_data(data: Path, sem: Any, query_dirs: list[Path], cfg: TrainC
     examples = _Examples()
     queries, relevant = _relevant_documents(data, doc_index)
     qids = list(relevant)
-    n_val = min(cfg.val_max, int(round(cfg.val_fraction * len(qids))))
-    rng = np.random.default_rng([cfg.seed, 1])
-    val_qids = set(rng.choice(qids, size=n_val, replace=False).tolist()) if n_val else set()
+    val_qids, rng = _validation_split(qids, cfg)
     for qid in qids:
         if qid not in val_qids:
             for doc in relevant[qid]:

@@ -1,16 +1,30 @@
-"""Processes: data-parallel ranks under torchrun (gloo on CPU, NCCL on GPU), the collectives that
-keep every rank's decisions the same, and the signal flag that stops a run at a step boundary."""
+"""Processes: data-parallel ranks under torchrun (gloo on CPU, NCCL on GPU), on one machine or
+several, the collectives that keep every rank's decisions the same, the checks that every rank
+sees rank 0's output directory and runs on the same inputs, and the signal flag that stops a run
+at a step boundary.
+
+Across machines (``torchrun --nnodes N``), ``RANK`` is the global rank and ``LOCAL_RANK`` the
+rank on this machine (it picks the GPU). Only global rank 0 writes into the output directory;
+the other ranks read what it wrote there (the feature cache, the checkpoint on ``--resume``), so
+the directory must be on a filesystem every node shares, at the same path.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
+import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from nci.manifest import ArtifactError
 
 log = logging.getLogger("nci.train")
 
@@ -72,6 +86,56 @@ def gather(dist: Dist, obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.world
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def check_shared_directory(path: Path, dist: Dist) -> None:
+    """Fail on every rank unless every rank sees the file rank 0 writes into ``path`` (which it
+    creates): across machines, ``path`` must be on a filesystem every node mounts there."""
+    if not dist.on:
+        return
+    token = gather(dist, uuid.uuid4().hex)[0]  # rank 0's, on every rank
+    probe = Path(path) / f".rank0-{token}"
+    if dist.main:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token)
+    barrier(dist)
+    seen = gather(dist, (socket.gethostname(), _appears(probe)))
+    if dist.main:
+        probe.unlink(missing_ok=True)
+    blind = [f"rank {r} on {host}" for r, (host, ok) in enumerate(seen) if not ok]
+    if blind:
+        raise ArtifactError(
+            f"{path}: {', '.join(blind)} cannot see the files rank 0 (on {seen[0][0]}) writes there; "
+            "--out must be a directory that every node shares (a network filesystem mounted at the "
+            "same path)"
+        )
+
+
+def _appears(path: Path, seconds: float = 5.0) -> bool:
+    """Whether ``path`` exists, or shows up within ``seconds`` (a network filesystem's client
+    may take a moment to see another machine's new file)."""
+    deadline = time.monotonic() + seconds
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def check_same_everywhere(dist: Dist, what: dict[str, str]) -> None:
+    """Fail on every rank unless every rank holds the same values (say, digests of its inputs):
+    across machines each node reads its own copies of the inputs and its own command line."""
+    if not dist.on:
+        return
+    every = gather(dist, what)
+    for name in what:
+        differ = [r for r, other in enumerate(every) if other[name] != every[0][name]]
+        if differ:
+            raise ArtifactError(
+                f"rank(s) {differ} have another {name} than rank 0 ({every[differ[0]][name]} vs "
+                f"{every[0][name]}); start every node with the same options and the same copies of "
+                "--data, --ids, --queries and the encoder"
+            )
 
 
 def shard(order: np.ndarray, dist: Dist) -> np.ndarray:

@@ -3,6 +3,7 @@ and optimizer, the encoder features, and the :class:`Run` that holds them for th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -23,7 +24,7 @@ from nci.train.budget import Schedule
 from nci.train.checkpoint import load_tensors, optimizer_from_files, read_resume_state, restore_rng
 from nci.train.config import TrainConfig, amp_context, parse_source_weights
 from nci.train.data import TrainingData, epoch_order, load_training_data, training_data_digest
-from nci.train.ddp import Dist, barrier
+from nci.train.ddp import Dist, barrier, check_same_everywhere, check_shared_directory
 from nci.train.loss import TrainingForward
 
 log = logging.getLogger("nci.train")
@@ -86,7 +87,9 @@ def settle_output(
     out: Path, cfg: TrainConfig, resume: bool, overwrite: bool, explicit: set[str], dist: Dist
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The config to run and the checkpoint state to resume from (None for a new run). A new
-    run in a directory that holds one needs ``overwrite``, which removes the old run's files."""
+    run in a directory that holds one needs ``overwrite``, which removes the old run's files.
+    With several ranks, every one must see ``out`` (see ``check_shared_directory``)."""
+    check_shared_directory(out, dist)
     if resume:
         return read_resume_state(out / "checkpoint" / "last", cfg, explicit)
     if (out / "checkpoint").exists() or (out / "manifest.json").exists():
@@ -132,6 +135,10 @@ def build_run(
         dist.world,
     )
     data_digest, encoder_fp = _check_inputs(tdata, cfg, state)
+    # across machines every node reads its own inputs and command line: they must agree (the
+    # encoder by content, as its path may differ from machine to machine)
+    same = {f"option {k}": repr(v) for k, v in dataclasses.asdict(cfg).items() if k != "encoder"}
+    check_same_everywhere(dist, {**same, "training data digest": data_digest, "encoder": encoder_fp})
     store, cache_seconds = feature_store(model, tdata, cfg, out, encoder_fp, device, dist)
 
     forward: nn.Module = TrainingForward(model)

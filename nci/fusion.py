@@ -1,0 +1,131 @@
+"""Fitting the ``fusion`` method: its combination and weights, on validation queries only.
+
+``nci index build ... --fusion DATA`` calls :func:`fit_fusion` on the index it just wrote. The
+validation queries are, in order of preference: the data's ``dev`` split; else the training
+queries that ``nci train`` held out for the index's model (the same seeded split, so no query the
+model learned from); else none, and the method gets equal weights with reciprocal rank fusion,
+recorded as not fitted. The test split is never read.
+
+The search is a grid: both combinations (``rrf``, ``score``) and the weights of NCI and dense
+from {0, 0.25, 0.5, 1, 2, 4} beside BM25's 1 (only ratios matter); the first best nDCG@10 wins.
+Each part runs once on the validation queries; the grid only re-fuses their lists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from nci.retrieval.fusion import FUSION, PARTS, FusionConfig, fuse
+
+log = logging.getLogger(__name__)
+
+GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+METRIC = "ndcg@10"
+
+
+def validation_queries(data: Path, index: Any) -> tuple[str, dict[str, str], dict[str, dict[str, int]]]:
+    """(where they come from, qid -> text, qrels) of the validation queries; empty when none."""
+    from nci.data import load_qrels, split_queries
+
+    if (Path(data) / "qrels" / "dev.tsv").is_file():
+        return "the dev split", split_queries(data, "dev"), load_qrels(data, "dev")
+    train_config = index.path / "model" / "train_config.json"
+    if train_config.is_file() and (Path(data) / "qrels" / "train.tsv").is_file():
+        from nci.train.config import TrainConfig
+        from nci.train.data import validation_query_ids
+
+        fields = json.loads(train_config.read_text())
+        cfg = TrainConfig(**{k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__})
+        qids = validation_query_ids(data, index.semantic_ids().doc_ids, cfg)
+        queries, qrels = split_queries(data, "train"), load_qrels(data, "train")
+        return (
+            "the training queries nci train held out",
+            {q: queries[q] for q in qids},
+            {q: qrels[q] for q in qids},
+        )
+    return "", {}, {}
+
+
+def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) -> dict[str, Any]:
+    """Fit the fusion on the index at ``index_dir``, write ``fusion.json`` there; returns the
+    manifest entry of the method."""
+    from nci.evaluate import evaluate, ranked_run
+    from nci.retrieval import Searcher, load_index, search_batched
+
+    index = load_index(index_dir)
+    missing = [m for m in PARTS if index.methods().get(m)]
+    if missing:
+        return {"unavailable": f"needs {' and '.join(missing)}"}
+    where, queries, qrels = validation_queries(data, index)
+    if not queries:
+        config = FusionConfig(beam=beam, depth=depth)
+        fitted = {
+            "fitted": False,
+            "why": "no validation queries (no dev split, no held-out training queries)",
+        }
+    else:
+        searcher = Searcher(index)
+        qids, texts = list(queries), [queries[q] for q in queries]
+        per_part = {
+            part: search_batched(
+                searcher.retriever(part, **({"beam": beam} if part == "nci" else {})),
+                texts,
+                beam if part == "nci" else depth,
+                progress=True,
+            )
+            for part in PARTS
+        }
+        config, score, table = _grid(per_part, qids, qrels, beam, depth, evaluate, ranked_run)
+        fitted = {
+            "fitted": True,
+            "on": where,
+            "queries": len(qids),
+            "metric": METRIC,
+            "value": round(score, 4),
+        }
+        fitted["single"] = {p: round(table[p], 4) for p in PARTS}
+        log.info(
+            "fusion fitted on %d validation queries (%s): %s %s, %s %.4f",
+            len(qids),
+            where,
+            config.combination,
+            config.weights,
+            METRIC,
+            score,
+        )
+    info = {
+        "combination": config.combination,
+        "weights": config.weights,
+        "depth": config.depth,
+        "beam": config.beam,
+        **fitted,
+    }
+    (Path(index_dir) / FUSION).write_text(json.dumps(info, indent=2) + "\n")
+    return {"files": [FUSION], **info}
+
+
+def _grid(
+    per_part, qids, qrels, beam, depth, evaluate, ranked_run
+) -> tuple[FusionConfig, float, dict[str, float]]:
+    """The best (combination, weights) on the validation queries, its score, and each part's own."""
+    from nci.evaluate import MEASURES
+
+    measure = {METRIC: MEASURES[METRIC]}
+
+    def score(config: FusionConfig) -> float:
+        fused = [fuse({p: per_part[p][i] for p in PARTS}, config, 100) for i in range(len(qids))]
+        return evaluate(ranked_run(qids, fused), qrels, measure)[METRIC]
+
+    single = {p: evaluate(ranked_run(qids, per_part[p]), qrels, measure)[METRIC] for p in PARTS}
+    best, best_score = None, -1.0
+    for combination, w_nci, w_dense in itertools.product(("rrf", "score"), GRID, GRID):
+        config = FusionConfig(combination, {"nci": w_nci, "dense": w_dense, "bm25": 1.0}, depth, beam)
+        value = score(config)
+        if value > best_score:
+            best, best_score = config, value
+    assert best is not None
+    return best, best_score, single
