@@ -50,6 +50,18 @@ STEP_S_PER_INPUT = 0.009
 RDROP_STEP_FACTOR = 2.0
 TRAINABLE_STEP_FACTOR = 1.4
 
+# The constants above were measured with 2 torch threads. With fewer, embedding, caching and
+# training steps run slower in proportion (with 1 thread on this machine: embedding SQuAD at
+# 116 ms a paragraph, caching at 23 ms an input, while another job used the other core); more
+# threads are not assumed to help, so the estimates stay upper bounds on larger machines.
+MEASURED_THREADS = 2
+
+
+def slowdown(threads: int | None) -> float:
+    """How much slower than the time model a build with ``threads`` torch threads runs."""
+    return MEASURED_THREADS / threads if threads and threads < MEASURED_THREADS else 1.0
+
+
 # nci train's defaults that the counts depend on
 VAL_FRACTION, VAL_MAX = 0.05, 500
 
@@ -146,12 +158,12 @@ def training_inputs(stats: CorpusStats, windows: tuple[int, ...], queries_per_do
     return stats.train_queries - validation_queries(stats.train_queries) + stats.documents * per_doc
 
 
-def fixed_costs(stats: CorpusStats) -> dict[str, float]:
-    """Estimated seconds of every stage but training."""
+def fixed_costs(stats: CorpusStats, slow: float = 1.0) -> dict[str, float]:
+    """Estimated seconds of every stage but training (``slow``: :func:`slowdown`)."""
     per_doc = EMBED_S_PER_LONG_DOC if stats.mean_words > LONG_DOC_WORDS else EMBED_S_PER_DOC
     fusion_queries = stats.dev_queries or validation_queries(stats.train_queries)
     return {
-        "embed": stats.documents * per_doc,
+        "embed": stats.documents * per_doc * slow,
         "ids": 1.0 + stats.documents * IDS_S_PER_DOC,
         "querygen": 1.0 + stats.documents * 0.001,
         "index": INDEX_S + stats.documents * INDEX_S_PER_DOC + fusion_queries * FUSION_S_PER_QUERY,
@@ -160,23 +172,25 @@ def fixed_costs(stats: CorpusStats) -> dict[str, float]:
     }
 
 
-def epochs_that_fit(train_minutes: float, inputs: int, rdrop_alpha: float, trainable_layers: int) -> float:
+def epochs_that_fit(
+    train_minutes: float, inputs: int, rdrop_alpha: float, trainable_layers: int, slow: float = 1.0
+) -> float:
     """Epochs the training budget holds after caching the inputs' encoder states."""
-    step = STEP_S_PER_INPUT * (RDROP_STEP_FACTOR if rdrop_alpha > 0 else 1.0)
+    step = STEP_S_PER_INPUT * slow * (RDROP_STEP_FACTOR if rdrop_alpha > 0 else 1.0)
     step *= TRAINABLE_STEP_FACTOR if trainable_layers else 1.0
-    return max(0.0, train_minutes * 60 - inputs * CACHE_S_PER_INPUT) / (inputs * step)
+    return max(0.0, train_minutes * 60 - inputs * CACHE_S_PER_INPUT * slow) / (inputs * step)
 
 
-def default_minutes(stats: CorpusStats, rdrop_alpha: float = 0.0) -> tuple[float, str]:
+def default_minutes(stats: CorpusStats, rdrop_alpha: float = 0.0, slow: float = 1.0) -> tuple[float, str]:
     """The whole build's budget when --minutes is not given, and why."""
-    fixed = sum(fixed_costs(stats).values())
+    fixed = sum(fixed_costs(stats, slow).values())
     if stats.documents < SMALL_CORPUS and fixed <= 10 * 60:
         return SMALL_CORPUS_MINUTES, f"default for corpora under {SMALL_CORPUS:,} documents"
     # larger (or slow to embed): the other stages, caching and three epochs of 64-word windows
     # with a frozen encoder (the SQuAD models peaked at their third or fourth epoch: E, F, G)
     inputs = training_inputs(stats, (64,), 10)
-    step = STEP_S_PER_INPUT * (RDROP_STEP_FACTOR if rdrop_alpha > 0 else 1.0)
-    train = inputs * CACHE_S_PER_INPUT + 3 * inputs * step
+    step = STEP_S_PER_INPUT * slow * (RDROP_STEP_FACTOR if rdrop_alpha > 0 else 1.0)
+    train = inputs * CACHE_S_PER_INPUT * slow + 3 * inputs * step
     minutes = 5 * math.ceil((fixed + train) / 60 / 5)
     return float(minutes), (
         f"estimated {fixed / 60:.0f} min for the other stages + {train / 60:.0f} min to cache {inputs:,} "
@@ -188,10 +202,15 @@ def default_minutes(stats: CorpusStats, rdrop_alpha: float = 0.0) -> tuple[float
 
 
 def choose(
-    stats: CorpusStats, minutes: float | None = None, overrides: Mapping[str, Any] | None = None
+    stats: CorpusStats,
+    minutes: float | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    threads: int | None = None,
 ) -> Recipe:
     """The recipe for ``stats`` within ``minutes`` (None: :func:`default_minutes`); a choice named
-    in ``overrides`` (keys of :data:`CHOICES`) is taken as given, and later rules build on it."""
+    in ``overrides`` (keys of :data:`CHOICES`) is taken as given, and later rules build on it.
+    ``threads`` (torch threads of the build; None: the time model's own) scales the estimates."""
+    slow = slowdown(threads)
     over = dict(overrides or {})
     unknown = set(over) - set(CHOICES)
     if unknown:
@@ -228,10 +247,12 @@ def choose(
     )
     rdrop = _rdrop_rule(stats, pick)
     if minutes is None:
-        c["minutes"], why["minutes"] = default_minutes(stats, rdrop)
+        c["minutes"], why["minutes"] = default_minutes(stats, rdrop, slow)
     else:
         c["minutes"], why["minutes"] = float(minutes), "--minutes"
-    fixed = fixed_costs(stats)
+    if slow > 1:
+        why["minutes"] += f"; stage estimates x{slow:g} for {threads} torch thread(s)"
+    fixed = fixed_costs(stats, slow)
     train_minutes = pick(
         "train_minutes",
         round(c["minutes"] - sum(fixed.values()) / 60, 1),
@@ -244,8 +265,8 @@ def choose(
             "or set --train-minutes"
         )
     pick("queries_per_doc", 10, "nci querygen daq's 10 random windows, as in every measured recipe")
-    windows = _windows_rule(stats, c, pick)
-    _layers_rule(stats, c, windows, rdrop, pick)
+    windows = _windows_rule(stats, c, pick, slow)
+    _layers_rule(stats, c, windows, rdrop, pick, slow)
     estimates = {**fixed, "train": train_minutes * 60}
     return Recipe(
         **c,
@@ -274,14 +295,14 @@ def _rdrop_rule(stats: CorpusStats, pick: Any) -> float:
     return pick("rdrop_alpha", 0.15, reason)
 
 
-def _windows_rule(stats: CorpusStats, c: dict[str, Any], pick: Any) -> tuple[int, ...]:
+def _windows_rule(stats: CorpusStats, c: dict[str, Any], pick: Any, slow: float) -> tuple[int, ...]:
     # 64-word windows always (every recipe). 16-word windows beside them for short documents: B ->
     # B + 16-word windows, SQuAD (about 120 words) val success@1 0.514 -> 0.539; Cranfield uses
     # them; SciFact (about 214 words) does not. They double the inputs to cache, so only when
     # caching everything takes at most half the training budget (SciFact's caching took 9 of 20
     # minutes and left one epoch).
     both = training_inputs(stats, (64, 16), c["queries_per_doc"])
-    cache_min = both * CACHE_S_PER_INPUT / 60
+    cache_min = both * CACHE_S_PER_INPUT * slow / 60
     if stats.mean_words > SHORT_DOC_WORDS:
         reason = f"64-word windows: documents of {stats.mean_words:.0f} words (> {SHORT_DOC_WORDS}) are long"
         return tuple(pick("windows", (64,), reason))
@@ -299,7 +320,7 @@ def _windows_rule(stats: CorpusStats, c: dict[str, Any], pick: Any) -> tuple[int
 
 
 def _layers_rule(
-    stats: CorpusStats, c: dict[str, Any], windows: tuple[int, ...], rdrop: float, pick: Any
+    stats: CorpusStats, c: dict[str, Any], windows: tuple[int, ...], rdrop: float, pick: Any, slow: float
 ) -> None:
     # Trainable top encoder layers cost 40% more per step (their states are cached like the frozen
     # encoder's, from a lower layer). They paid off in runs that still held 3 or more epochs:
@@ -309,7 +330,7 @@ def _layers_rule(
     # and Cranfield (2.3 epochs) kept the encoder frozen. So: frozen unless 3 epochs at the
     # trainable step cost fit after caching; then 2 layers without R-drop, 1 with it.
     inputs = training_inputs(stats, windows, c["queries_per_doc"])
-    epochs = epochs_that_fit(c["train_minutes"], inputs, rdrop, 1)
+    epochs = epochs_that_fit(c["train_minutes"], inputs, rdrop, 1, slow)
     if epochs < LAYERS_MIN_EPOCHS:
         reason = (
             f"frozen encoder: with trainable layers {c['train_minutes']:g} min hold ~{epochs:.1f} "

@@ -72,6 +72,17 @@ def test_default_budget_grows_with_large_corpora_and_small_budgets_are_refused()
         choose(SQUAD, overrides={"beam": 5})
 
 
+def test_one_thread_slows_the_estimates_and_the_rules_follow():
+    """The time model was measured with 2 threads: with 1, embedding, caching and steps take
+    twice as long, so the same 50 minutes hold fewer epochs and no trainable layers."""
+    two, one = choose(SQUAD, 50, threads=2), choose(SQUAD, 50, threads=1)
+    assert choose(SQUAD, 50, threads=16).estimates_s == two.estimates_s
+    assert one.estimates_s["embed"] == pytest.approx(2 * two.estimates_s["embed"], abs=0.2)
+    assert one.train_minutes < two.train_minutes
+    assert two.encoder_trainable_layers == 2 and one.encoder_trainable_layers == 0
+    assert "1 torch thread" in one.reasons["minutes"] and "thread" not in two.reasons["minutes"]
+
+
 def test_training_inputs_count_windows_the_words_allow():
     stats = CorpusStats(documents=10, mean_words=40, train_queries=100)
     # 95 training queries (5 held out); 64-word windows: only the first; 16-word: first + 10
