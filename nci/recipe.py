@@ -172,12 +172,17 @@ def fixed_costs(stats: CorpusStats, slow: float = 1.0) -> dict[str, float]:
     }
 
 
+def step_s_per_input(rdrop_alpha: float, trainable_layers: int, slow: float = 1.0) -> float:
+    """Estimated training seconds per input and epoch (``slow``: :func:`slowdown`)."""
+    step = STEP_S_PER_INPUT * slow * (RDROP_STEP_FACTOR if rdrop_alpha > 0 else 1.0)
+    return step * (TRAINABLE_STEP_FACTOR if trainable_layers else 1.0)
+
+
 def epochs_that_fit(
     train_minutes: float, inputs: int, rdrop_alpha: float, trainable_layers: int, slow: float = 1.0
 ) -> float:
     """Epochs the training budget holds after caching the inputs' encoder states."""
-    step = STEP_S_PER_INPUT * slow * (RDROP_STEP_FACTOR if rdrop_alpha > 0 else 1.0)
-    step *= TRAINABLE_STEP_FACTOR if trainable_layers else 1.0
+    step = step_s_per_input(rdrop_alpha, trainable_layers, slow)
     return max(0.0, train_minutes * 60 - inputs * CACHE_S_PER_INPUT * slow) / (inputs * step)
 
 
@@ -189,8 +194,7 @@ def default_minutes(stats: CorpusStats, rdrop_alpha: float = 0.0, slow: float = 
     # larger (or slow to embed): the other stages, caching and three epochs of 64-word windows
     # with a frozen encoder (the SQuAD models peaked at their third or fourth epoch: E, F, G)
     inputs = training_inputs(stats, (64,), 10)
-    step = STEP_S_PER_INPUT * slow * (RDROP_STEP_FACTOR if rdrop_alpha > 0 else 1.0)
-    train = inputs * CACHE_S_PER_INPUT * slow + 3 * inputs * step
+    train = inputs * CACHE_S_PER_INPUT * slow + 3 * inputs * step_s_per_input(rdrop_alpha, 0, slow)
     minutes = 5 * math.ceil((fixed + train) / 60 / 5)
     return float(minutes), (
         f"estimated {fixed / 60:.0f} min for the other stages + {train / 60:.0f} min to cache {inputs:,} "
