@@ -284,24 +284,15 @@ class MetricsMiddleware:
             m.http_latency.labels(path).observe(time.perf_counter() - start)
 
 
-def create_app(
-    settings: Settings | None = None, live: LiveIndex | None = None, warm_in_background: bool = False
-) -> FastAPI:
-    """The app for ``settings.index`` (or an already opened ``live`` index).
-
-    By default the app starts serving once every method is warmed up. With
-    ``warm_in_background`` (``nci serve``) it answers at once: ``/healthz`` is 200, ``/readyz``
-    503 and searches 503 until the warm-up ends; if it fails, the server is asked to stop and
-    ``app.state.service.load_error`` says why."""
-    settings = settings or get_settings()
-    state = ServiceState(settings=settings, live=live)
+def _lifespan(state: ServiceState, warm_in_background: bool):
+    """Loading and warming at start, stopping at the end (see :func:`create_app`)."""
 
     async def warm_then_start() -> None:
         try:
             await asyncio.to_thread(state.warm)
         except Exception as e:
             state.load_error = e
-            log.error("cannot serve %s: %s", settings.index, e)
+            log.error("cannot serve %s: %s", state.settings.index, e)
             signal.raise_signal(signal.SIGTERM)  # uvicorn shuts down; nci serve exits with status 2
             return
         state.start()
@@ -321,14 +312,11 @@ def create_app(
                 await asyncio.wait([warming])  # let the warm-up thread end before closing
             await state.stop()
 
-    # FastAPIOffline: a FastAPI app whose /docs and /redoc load their scripts from the app itself.
-    app = FastAPIOffline(
-        title="nci",
-        version=__version__,
-        summary="Neural Corpus Indexer retrieval service: NCI, dense, 4-bit PQ and BM25 over one index",
-        lifespan=lifespan,
-    )
-    app.state.service = state
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is ``{"detail": ...}`` with a message that says what to fix."""
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -351,18 +339,8 @@ def create_app(
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error; the server log has the details")
 
-    # Routers carry their full prefixes, so metrics label requests by the whole route template.
-    app.include_router(search.router)
-    app.include_router(documents.router)
-    app.include_router(health.index_router)
-    app.include_router(health.router)
 
-    if settings.page:
-
-        @app.get("/", include_in_schema=False)
-        async def page() -> FileResponse:
-            return FileResponse(STATIC / "index.html", media_type="text/html")
-
+def _add_middleware(app: FastAPI, settings: Settings, state: ServiceState) -> None:
     # Outermost last: metrics see every response, including 413s from the body limit.
     app.add_middleware(HeadMiddleware)
     app.add_middleware(
@@ -378,4 +356,38 @@ def create_app(
             allow_headers=["Content-Type", "X-API-Key"],
         )
     app.add_middleware(MetricsMiddleware, state=state)
+
+
+def create_app(
+    settings: Settings | None = None, live: LiveIndex | None = None, warm_in_background: bool = False
+) -> FastAPI:
+    """The app for ``settings.index`` (or an already opened ``live`` index).
+
+    By default the app starts serving once every method is warmed up. With
+    ``warm_in_background`` (``nci serve``) it answers at once: ``/healthz`` is 200, ``/readyz``
+    503 and searches 503 until the warm-up ends; if it fails, the server is asked to stop and
+    ``app.state.service.load_error`` says why."""
+    settings = settings or get_settings()
+    state = ServiceState(settings=settings, live=live)
+    # FastAPIOffline: a FastAPI app whose /docs and /redoc load their scripts from the app itself.
+    app = FastAPIOffline(
+        title="nci",
+        version=__version__,
+        summary="Neural Corpus Indexer retrieval service: NCI, dense, 4-bit PQ and BM25 over one index",
+        lifespan=_lifespan(state, warm_in_background),
+    )
+    app.state.service = state
+    _add_error_handlers(app)
+    # Routers carry their full prefixes, so metrics label requests by the whole route template.
+    app.include_router(search.router)
+    app.include_router(documents.router)
+    app.include_router(health.index_router)
+    app.include_router(health.router)
+    if settings.page:
+
+        @app.get("/", include_in_schema=False)
+        async def page() -> FileResponse:
+            return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    _add_middleware(app, settings, state)
     return app
