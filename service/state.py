@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ class ServiceState:
         except Exception:
             live.close()
             raise
+        gc.freeze()  # the loaded index stays: the collector's full passes need not rescan it
         log.info(
             "index %s: %d documents; warm-up %s",
             self.settings.index,

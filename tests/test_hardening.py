@@ -107,6 +107,36 @@ def test_a_second_writer_in_process_is_refused_and_readers_are_not(index_copy):
     second.close()
 
 
+@pytest.mark.slow  # a real server
+def test_the_port_opens_before_loading_and_readyz_is_503_until_loaded(index_copy):
+    port = free_port()
+    proc = serve(index_copy, port)
+    url = f"http://127.0.0.1:{port}"
+    seen: list[tuple[str, int, dict]] = []  # (route, status, body), alternating readyz and search
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until /readyz says ready
+            assert proc.poll() is None and time.monotonic() < deadline
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=5)
+                seen.append(("readyz", r.status_code, r.json()))
+                if r.status_code == 200:
+                    break
+                s = httpx.post(f"{url}/v1/search", json={"query": "topic"}, timeout=30)
+                seen.append(("search", s.status_code, s.json()))
+            except httpx.ConnectError:
+                time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    statuses = [status for _, status, _ in seen]
+    assert statuses[0] == 503, "the server answered only once loaded"
+    assert statuses == sorted(statuses, reverse=True)  # 503 while loading, then 200 for good
+    loading = [(route, body) for route, status, body in seen if status == 503]
+    assert ("readyz", {"status": "loading"}) in loading
+    assert all(route == "readyz" or "still loading" in body["detail"] for route, body in loading)
+
+
 # --- 2. and 3. bounded work per request ---------------------------------------------------------
 
 
@@ -137,8 +167,27 @@ def test_snippets_pick_the_same_window_as_before_in_linear_time():
         terms = query_terms(query)
         hits = [(m.start(), m.group().lower()) for m in _WORD.finditer(text) if m.group().lower() in terms]
         assert best_window(hits, chars) == (quadratic_snippet_window(text, query, chars) if hits else 0)
-    long = "word " * 20_000  # 100,000 characters of one word: was minutes, now one pass
+    # Linear: the window reads each hit a bounded number of times (the quadratic one read n^2).
+    hits = CountingList((5 * i, "word") for i in range(2_000))  # "word " * 2000
+    best_window(hits, 240)
+    assert hits.reads <= 10 * len(hits), hits.reads
+    long = "word " * 20_000  # 100,000 characters of one word, the document limit
     assert snippet(long, "word", 240).startswith("word")
+
+
+class CountingList(list):
+    """A list that counts how many of its items are read."""
+
+    reads = 0
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return super().__getitem__(i)
+
+    def __iter__(self):
+        for item in super().__iter__():
+            self.reads += 1
+            yield item
 
 
 @pytest.mark.slow  # a real server

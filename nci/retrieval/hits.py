@@ -37,13 +37,10 @@ def hits_from_arrays(
     doc_ids: Sequence[str], labels: np.ndarray, scores: np.ndarray, source: str
 ) -> list[Hits]:
     """FAISS-style ``(labels, scores)`` arrays to hit lists; -1 labels (no result) are dropped."""
+    new = tuple.__new__  # Hit(...) parses its arguments in Python: twice the cost of the lists here
     return [
-        [
-            Hit(doc_ids[i], float(s), source)
-            for i, s in zip(row_i.tolist(), row_s.tolist(), strict=True)
-            if i >= 0
-        ]
-        for row_i, row_s in zip(labels, scores, strict=True)
+        [new(Hit, (doc_ids[i], s, source)) for i, s in zip(row_i, row_s, strict=True) if i >= 0]
+        for row_i, row_s in zip(labels.tolist(), scores.tolist(), strict=True)
     ]
 
 
