@@ -24,22 +24,14 @@ stop_servers() {
 }
 cleanup() {
   stop_servers
-  if [[ -n "${PGDATA:-}" ]]; then "${RUNAS[@]}" "$PGBIN/pg_ctl -D $PGDATA -m fast stop" >/dev/null 2>&1 || true; fi
+  if [[ -n "${PGDATA:-}" ]]; then "$ROOT/scripts/scratch_postgres.sh" stop "$PGDATA" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
 if [[ -z "${NCI_DATABASE_URL:-}" ]]; then
-  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   PGDATA=$WORK/pg
-  mkdir -p "$PGDATA"
-  if [[ "$(id -u)" == 0 ]]; then  # the server runs as postgres, which must reach its folder
-    chmod 755 "$WORK" && chown postgres "$PGDATA" && RUNAS=(su postgres -c)
-  else
-    RUNAS=(bash -c)
-  fi
-  "${RUNAS[@]}" "$PGBIN/initdb -D $PGDATA -A trust -U nci" >/dev/null
-  "${RUNAS[@]}" "$PGBIN/pg_ctl -D $PGDATA -l $PGDATA/log -w -o '-p 55440 -k /tmp -c listen_addresses=127.0.0.1' start" >/dev/null
-  export NCI_DATABASE_URL="postgresql://nci@127.0.0.1:55440/postgres"
+  NCI_DATABASE_URL=$("$ROOT/scripts/scratch_postgres.sh" start "$PGDATA" 55440)
+  export NCI_DATABASE_URL
 fi
 
 wait_ready() {  # wait_ready URL

@@ -37,7 +37,7 @@ def hits_from_arrays(
     doc_ids: Sequence[str], labels: np.ndarray, scores: np.ndarray, source: str
 ) -> list[Hits]:
     """FAISS-style ``(labels, scores)`` arrays to hit lists; -1 labels (no result) are dropped."""
-    new = tuple.__new__  # Hit(...) parses its arguments in Python: twice the cost of the lists here
+    new = tuple.__new__  # Hit(...) would parse its arguments in Python, doubling this loop's cost
     return [
         [new(Hit, (doc_ids[i], s, source)) for i, s in zip(row_i, row_s, strict=True) if i >= 0]
         for row_i, row_s in zip(labels.tolist(), scores.tolist(), strict=True)
