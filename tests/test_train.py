@@ -120,6 +120,40 @@ def test_rdrop_kl_is_the_symmetric_kl_over_labelled_positions():
     assert float(kl0) == 0.0 and torch.equal(loss, ce)
 
 
+def test_ranks_averaging_over_the_global_batch_give_the_one_process_loss():
+    """Two ranks' halves of a batch whose ids have different lengths: with ``positions`` (the
+    batch's labelled positions per rank) the mean of the ranks' losses is the whole batch's loss,
+    with or without R-drop; each averaging over its own positions is not."""
+    torch.manual_seed(0)
+    labels = torch.tensor([[1, 4, 2, -100], [0, 3, -100, -100], [2, 2, 1, 0], [4, -100, -100, -100]])
+    logits = torch.randn(8, 4, 5)  # two passes of four rows
+    positions = float((labels != -100).sum()) / 2
+    for alpha in (0.0, 0.5):
+        whole = rdrop_loss(logits if alpha else logits[:4], labels, alpha, 0.1)[0]
+        parts, own = [], []
+        for rows in ([0, 2], [1, 3]):
+            two = torch.cat([logits[rows], logits[[r + 4 for r in rows]]]) if alpha else logits[rows]
+            parts.append(rdrop_loss(two, labels[rows], alpha, 0.1, positions)[0])
+            own.append(rdrop_loss(two, labels[rows], alpha, 0.1)[0])
+        torch.testing.assert_close(sum(parts) / 2, whole)
+        assert abs(float(sum(own) / 2 - whole)) > 1e-3
+
+
+def test_rank_parts_cover_each_global_batch_once():
+    """Every rank gets ceil(n / world) rows; the real ones (every world-th) cover the batch
+    exactly once, and a rank one short is padded with the batch's first rows."""
+    from nci.train.ddp import Dist, rank_part
+
+    for n, world in [(16, 2), (17, 2), (1, 2), (10, 4), (5, 1)]:
+        batch = np.arange(100, 100 + n)
+        parts = [rank_part(batch, Dist(rank=r, world=world)) for r in range(world)]
+        assert {len(rows) for rows, _ in parts} == {-(-n // world)}
+        real = np.concatenate([rows[:n_real] for rows, n_real in parts])
+        assert sorted(real.tolist()) == batch.tolist()
+        for rows, n_real in parts:
+            assert rows[n_real:].tolist() == batch[: len(rows) - n_real].tolist()
+
+
 def test_epoch_order_follows_source_weights_and_is_seeded():
     data = TrainingData(
         texts=[], example_text=np.arange(30), example_doc=np.arange(30),

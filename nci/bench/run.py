@@ -90,14 +90,13 @@ def measure_method(task: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         results = search_batched(retriever, texts, k, batch_size, progress=task.get("progress", False))
         batched_s = time.perf_counter() - t0
+        times = []
+        for i in task["latency_idx"]:
+            t = time.perf_counter()
+            retriever.search([texts[i]], k)
+            times.append(time.perf_counter() - t)
     finally:
         gc.enable()
-
-    times = []
-    for i in task["latency_idx"]:
-        t = time.perf_counter()
-        retriever.search([texts[i]], k)
-        times.append(time.perf_counter() - t)
     times_ms = np.asarray(times) * 1000
 
     peak = status_kb("VmHWM")

@@ -183,6 +183,9 @@ def builtin_methods() -> None:
 
 
 def get_method(name: str) -> Method:
+    method = METHODS.get(name)  # every search asks: skip the import machinery when registered
+    if method is not None:
+        return method
     builtin_methods()
     if name not in METHODS:
         raise ValueError(f"unknown method '{name}'; choose from {', '.join(METHODS)}")

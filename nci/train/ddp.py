@@ -138,11 +138,17 @@ def check_same_everywhere(dist: Dist, what: dict[str, str]) -> None:
             )
 
 
-def shard(order: np.ndarray, dist: Dist) -> np.ndarray:
-    """This rank's share of an epoch's examples (DistributedSampler's split, unshuffled)."""
-    from torch.utils.data.distributed import DistributedSampler
-
-    return order[list(DistributedSampler(range(len(order)), dist.world, dist.rank, shuffle=False))]
+def rank_part(batch: np.ndarray, dist: Dist) -> tuple[np.ndarray, int]:
+    """This rank's rows of a global batch (every ``world``-th row from its rank on) and how many
+    of them are real. Every rank gets ``ceil(len(batch) / world)`` rows, as each must run the
+    same forward and backward: a rank one short takes the batch's first row again as padding,
+    which the loss ignores. So the ranks together train on exactly the global batch, the one a
+    single process trains on."""
+    part = batch[dist.rank :: dist.world]
+    need = -(-len(batch) // dist.world)
+    if len(part) < need:
+        return np.concatenate([part, batch[: need - len(part)]]), len(part)
+    return part, len(part)
 
 
 class StopFlag:

@@ -29,7 +29,7 @@ from nci.train.checkpoint import (
 )
 from nci.train.config import TrainConfig, amp_context, resolve_config
 from nci.train.data import epoch_batches, epoch_order
-from nci.train.ddp import StopFlag, all_max, all_sum, barrier, init_distributed, shard
+from nci.train.ddp import StopFlag, all_max, all_sum, barrier, init_distributed, rank_part
 from nci.train.finish import write_model
 from nci.train.loss import rdrop_loss
 from nci.train.prepare import Run, build_run, pick_device, settle_output
@@ -147,12 +147,12 @@ def _interrupted(run: Run, signum: int, where: str) -> int:
 
 
 def start_epoch(run: Run) -> tuple[EpochTotals, list[np.ndarray]]:
-    """This rank's batches of the current epoch (a function of the seed and the epoch)."""
+    """The current epoch's global batches (a function of the seed and the epoch, the same for any
+    number of processes: each rank trains on its part of each, see :func:`rank_part`)."""
     cfg, sched = run.cfg, run.sched
     order = epoch_order(run.data, run.source_weights, cfg.seed, sched.epoch)
-    mine = shard(order, run.dist)
     batches = epoch_batches(
-        mine, run.example_lengths, run.per_rank, cfg.seed, sched.epoch, cfg.length_buckets
+        order, run.example_lengths, run.per_rank * run.dist.world, cfg.seed, sched.epoch, cfg.length_buckets
     )
     run.forward.train()
     return EpochTotals(clock=EpochClock.now()), batches
@@ -174,10 +174,11 @@ def train_batches(
     )
     try:
         while sched.batch < len(batches):
-            rows = batches[sched.batch]
-            totals.sums += train_step(run, rows)
+            batch = batches[sched.batch]
+            rows, n_real = rank_part(batch, dist)
+            totals.sums += train_step(run, rows, n_real, labelled_positions(run, batch))
             totals.n_steps += 1
-            totals.n_examples += len(rows)
+            totals.n_examples += n_real
             sched.batch += 1
             sched.step += 1
             bar.update(1)
@@ -200,8 +201,20 @@ def train_batches(
         bar.close()
 
 
-def train_step(run: Run, rows: np.ndarray) -> list[float]:
-    """One optimizer step on the examples ``rows``; returns ``[loss, ce, kl]``."""
+def labelled_positions(run: Run, batch: np.ndarray) -> float | None:
+    """Under data parallelism, the labelled id positions of the whole global batch per rank: what
+    each rank's loss averages over, so that the ranks' averaged gradients are those of one process
+    on the whole batch, whatever the ids' lengths. None for one process (its batch's own mean)."""
+    if not run.dist.on:
+        return None
+    tokens = run.targets[torch.from_numpy(run.data.example_doc[batch])]
+    return float((choice_labels(tokens, run.model.config.k) != -100).sum()) / run.dist.world
+
+
+def train_step(run: Run, rows: np.ndarray, n_real: int, positions: float | None) -> list[float]:
+    """One optimizer step on this rank's examples ``rows`` (the first ``n_real`` real, the rest
+    padding the loss ignores), its loss averaged over ``positions`` labelled positions (default:
+    its own); returns ``[loss, ce, kl]``."""
     cfg, model, device = run.cfg, run.model, run.device
     docs = torch.from_numpy(run.data.example_doc[rows])
     feats = run.store.batch(run.data.example_text[rows], device)
@@ -212,9 +225,9 @@ def train_step(run: Run, rows: np.ndarray) -> list[float]:
         group["lr"] = group["base_lr"] * factor
     with amp_context(device, cfg.precision):
         logits = run.forward(feats, targets, nodes, cfg.rdrop_alpha > 0)
-    loss, ce, kl = rdrop_loss(
-        logits, choice_labels(targets, model.config.k), cfg.rdrop_alpha, cfg.label_smoothing
-    )
+    labels = choice_labels(targets, model.config.k)
+    labels[n_real:] = -100  # padding rows
+    loss, ce, kl = rdrop_loss(logits, labels, cfg.rdrop_alpha, cfg.label_smoothing, positions)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:

@@ -12,27 +12,35 @@ from nci.model import NCIModel
 
 
 def rdrop_loss(
-    logits: torch.Tensor, labels: torch.Tensor, alpha: float, label_smoothing: float = 0.0
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    label_smoothing: float = 0.0,
+    positions: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, ce, kl)``. With ``alpha > 0``, ``logits`` hold two passes ``[2B, T, C]`` (first B
     rows, then the same B again) and ``labels`` is ``[B, T]``; kl is the symmetric KL between the
-    passes, averaged over labelled positions: 0.5 * (KL(p1||p2) + KL(p2||p1))."""
+    passes, averaged over labelled positions: 0.5 * (KL(p1||p2) + KL(p2||p1)). Both terms average
+    over the labelled positions of ``labels``, or over ``positions`` of them when given (a data-
+    parallel rank's share of its global batch's)."""
     logits = logits.float()
-    if alpha <= 0:
-        ce = F.cross_entropy(
-            logits.flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=label_smoothing
-        )
-        return ce, ce.detach(), torch.zeros((), device=logits.device)
+    passes = 2 if alpha > 0 else 1
     ce = F.cross_entropy(
         logits.flatten(0, 1),
-        labels.repeat(2, 1).flatten(),
+        labels.repeat(passes, 1).flatten(),
         ignore_index=-100,
         label_smoothing=label_smoothing,
+        reduction="mean" if positions is None else "sum",
     )
+    if positions is not None:
+        ce = ce / (passes * positions)
+    if alpha <= 0:
+        return ce, ce.detach(), torch.zeros((), device=logits.device)
     valid = labels != -100
     first, second = logits.chunk(2)
     lp1, lp2 = F.log_softmax(first[valid], -1), F.log_softmax(second[valid], -1)
-    kl = 0.5 * ((lp1.exp() - lp2.exp()) * (lp1 - lp2)).sum(-1).mean()
+    kl_terms = 0.5 * ((lp1.exp() - lp2.exp()) * (lp1 - lp2)).sum(-1)
+    kl = kl_terms.mean() if positions is None else kl_terms.sum() / positions
     return ce + alpha * kl, ce.detach(), kl.detach()
 
 
