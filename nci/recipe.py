@@ -23,11 +23,13 @@ from typing import Any
 
 # --- the time model ----------------------------------------------------------------------------
 
-# Embedding: SQuAD 2,067 paragraphs (about 120 words) in 110 s = 53 ms each, Cranfield 1,400 in
-# 69 s = 49 ms; SciFact's 5,183 abstracts (about 214 words) in 824 s = 159 ms each, since they
-# fill the encoder's 256 tokens.
-EMBED_S_PER_DOC = 0.05
-EMBED_S_PER_LONG_DOC = 0.16
+# Embedding, with 2 threads (nci build's embed stage at commits da83b97 and 8325190):
+# SQuAD's 2,067 paragraphs (about 120 words) in 63 s = 30 ms each; Cranfield's 1,400 (about 177
+# words) in 56 s = 40 ms and SciFact's 5,183 abstracts (about 214 words) in 197 s = 38 ms, as
+# they come closer to the encoder's 256 tokens. (Earlier figures, 53 and 159 ms a document, no
+# longer hold for this code: they made SciFact's default budget 10 minutes longer than needed.)
+EMBED_S_PER_DOC = 0.035
+EMBED_S_PER_LONG_DOC = 0.045
 LONG_DOC_WORDS = 150
 # Ids: 100,000 vectors in 31.9 s with the trie (nci bench ids); SQuAD's in 0.3 s.
 IDS_S_PER_DOC = 0.0003
