@@ -57,10 +57,6 @@ class Settings(CoreSettings):
 
     # CPU threads for torch and FAISS (default: all cores).
     threads: int | None = Field(None, ge=1)
-    # How long a thread may hold Python's interpreter lock before another may take it
-    # (Python's default is 5 ms). The event loop answering /healthz and parsing requests shares
-    # the lock with the search threads; a shorter slice lets it in sooner under load.
-    switch_interval_ms: float = Field(1.0, gt=0, le=100)
     # Serve the search page at /.
     page: bool = True
 

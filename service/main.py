@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from nci.retrieval import set_threads
 
     set_threads(settings.threads or os.cpu_count() or 1)
-    sys.setswitchinterval(settings.switch_interval_ms / 1000)
 
     from nci.manifest import ArtifactError
     from service.state import open_live
