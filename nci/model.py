@@ -447,15 +447,20 @@ class NCIModel(nn.Module):
         logits = self._logits(h, p, pos, nodes, cache.query)  # [B, passes, T, k+1]
         return logits.transpose(0, 1).reshape(passes * B, T, -1)
 
-    def prefix_weights(self, targets: torch.Tensor) -> torch.Tensor:
-        """The PAWA weight delta ``[B, T, k+1, d]`` each position's prefix produces (for inspection)."""
+    def prefix_weights(self, targets: torch.Tensor, position: int | None = None) -> torch.Tensor:
+        """The PAWA weight delta ``[B, T, k+1, d]`` each position's prefix produces, or with
+        ``position`` only that position's ``[B, k+1, d]`` (the output layer, the costly part, runs
+        on that position alone)."""
         B, T = targets.shape
         inputs = torch.cat([targets.new_full((B, 1), START), targets[:, :-1]], 1)
         x = self.tok_emb(inputs) + self.pos_emb(torch.arange(T, device=targets.device))
         p = x[:, None]
         for block in self.pawa_blocks:
             p, _ = block(p)
-        return self.pawa_out(self.pawa_ln(p)).view(B, T, self.config.k + 1, -1)
+        p = self.pawa_ln(p)[:, 0]  # [B, T, d]
+        if position is not None:
+            return self.pawa_out(p[:, position]).view(B, self.config.k + 1, -1)
+        return self.pawa_out(p).view(B, T, self.config.k + 1, -1)
 
     def decode_step(
         self,

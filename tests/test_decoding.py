@@ -59,11 +59,17 @@ def test_node_heads_hold_the_shared_layer_plus_each_prefix_delta(tiny_encoder, i
         targets = torch.tensor([prefix + [0]])
         delta = model.prefix_weights(targets)[0, t, :k]
         expected = model.out_weight[model.choices[t, :k]] + delta
-        torch.testing.assert_close(heads.weight[heads.row[node]], expected, atol=1e-6, rtol=1e-5)
+        expected_b = model.out_bias[model.choices[t, :k]]
+        kids = torch.as_tensor(trie.child[node])
+        real = kids >= 0
+        # each existing child's row is its digit's row of the node's output layer
+        torch.testing.assert_close(heads.weight[kids[real]], expected[real], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(heads.bias[kids[real]], expected_b[real])
         prefix.append(digit_to_token(t, d, k))
         node = int(trie.child[node, d])
-    assert int(heads.row[node]) == -1  # a leaf has no head
-    assert heads.nbytes > 0
+    # one row per node, not a k-row block per internal node
+    assert heads.weight.shape == (trie.child.shape[0], model.config.d_model)
+    assert heads.nbytes == trie.child.shape[0] * (model.config.d_model + 1) * 4
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -163,3 +169,37 @@ def test_exhaustive_helper_scores_sum_to_one(tiny_encoder, ids):
     total = exhaustive_scores(model, memory, mask, id_list, trie).exp().sum()
     assert abs(float(total) - 1.0) < 1e-4
     assert np.isfinite(float(total))
+
+
+def test_an_index_saves_the_heads_and_an_index_without_them_searches_the_same(tiny_index, tmp_path):
+    """``nci index build`` writes the heads a load memory-maps; an index built before they were
+    saved (no nci_heads/ in its manifest) computes them at load and ranks identically."""
+    import json
+    import shutil
+
+    from nci.manifest import ArtifactError
+    from nci.retrieval import Searcher, load_index
+    from nci.retrieval.index import HEADS
+
+    saved = Searcher(load_index(tiny_index)).load("nci")
+    computed = NodeHeads.build(saved.model, TrieTensors.from_trie(saved.ids.built_trie))
+    heads = saved.decode.heads
+    torch.testing.assert_close(heads.weight, computed.weight, atol=0, rtol=0)
+    torch.testing.assert_close(heads.bias, computed.bias, atol=0, rtol=0)
+
+    old = shutil.copytree(tiny_index, tmp_path / "old")
+    shutil.rmtree(old / HEADS)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["files"] = {f: v for f, v in manifest["files"].items() if not f.startswith(HEADS + "/")}
+    manifest["methods"]["nci"]["files"].remove(HEADS)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    queries = ["topic words of a query", "another query", "a third"]
+    fresh = Searcher(load_index(old)).load("nci")
+    assert not (old / HEADS).exists()
+    assert fresh.search(queries, 10) == saved.search(queries, 10)
+
+    (old / HEADS).mkdir()  # heads that do not fit the trie are refused, saying what to do
+    np.save(old / HEADS / "weight.npy", heads.weight[:3].numpy())
+    np.save(old / HEADS / "bias.npy", heads.bias[:3].numpy())
+    with pytest.raises(ArtifactError, match="rebuild the index"):
+        Searcher(load_index(old)).load("nci")

@@ -66,7 +66,7 @@ class ScaleConfig:
     seed: int = 0
     isolate: bool = True  # every measurement in a fresh process
     # NCI (and the live index, which loads it) is skipped when its per-node heads alone would
-    # take more memory than this (they grow with the trie's internal nodes: 1.4 GB at 100k)
+    # take more memory than this (a row per trie node: about 1.9 GB at 1M documents)
     max_heads_gb: float = 6.0
 
     def __post_init__(self) -> None:
@@ -192,11 +192,11 @@ def _index_sizes(index_dir: Path) -> dict[str, Any]:
     return {"figures": sizes, "encoder_mb": encoder_bytes / 2**20}
 
 
-def heads_mb(model_dir: Path, internal: int, nodes: int) -> float:
-    """MB that ``nci.decoding.NodeHeads`` will take: a ``k x d_model`` float32 weight and ``k``
-    biases per internal node, and one int64 row index per node."""
+def heads_mb(model_dir: Path, nodes: int) -> float:
+    """MB that ``nci.decoding.NodeHeads`` will take: a ``d_model`` float32 row and a bias per
+    trie node (one per edge)."""
     cfg = json.loads((model_dir / "config.json").read_text())
-    return (internal * cfg["k"] * (cfg["d_model"] + 1) * 4 + nodes * 8) / 2**20
+    return nodes * (cfg["d_model"] + 1) * 4 / 2**20
 
 
 def _unit(rng: np.random.Generator, x: np.ndarray, noise: float) -> np.ndarray:
@@ -263,7 +263,7 @@ def build_one(n: int, root: Path, config: ScaleConfig) -> Built:
         details={
             "depth_histogram": ids_info["depth_histogram"],
             "encoder_mb": sizes["encoder_mb"],
-            "node_heads_mb_expected": heads_mb(model, f["internal_nodes"], f["trie_nodes"]),
+            "node_heads_mb_expected": heads_mb(model, f["trie_nodes"]),
         },
         texts=texts[:n_batched],
         vectors=qvecs[:n_batched],
@@ -373,7 +373,7 @@ NOTES = (
     "return {k} hits; NCI returns its beam.",
     "Index MB: the files each method loads, less the query encoder ({encoder:.1f} MB, the same for "
     "every method; NCI shares it as its model's encoder); nci = the decoder's weights and the ids "
-    "(docids.tsv, trie arrays, centroids.npy). NodeHeads: the decoder's per-internal-node output "
+    "(docids.tsv, trie arrays, centroids.npy). NodeHeads: the decoder's per-edge output "
     "tables (nci.decoding.NodeHeads) in memory, and the time to build them.",
     "Build peak RSS: VmHWM of the process that generated the corpus and built the ids, the model and "
     "the index (reset before each N).",

@@ -14,6 +14,8 @@ An index directory (written by ``nci index build``) holds everything a search ne
     bm25/              BM25 index (bm25s format)
     ids/               semantic ids and the docid trie (nci ids build)
     model/             the NCI model (nci train)
+    nci_heads/         the NCI decoder's output row per trie edge (weight.npy, bias.npy), computed
+                       from model/ and ids/ at build time and memory-mapped at load
     updates/           live additions and deletions made by a server (nci.live), when any
 
 ``load_index(path)`` checks the manifest and that every listed file is present with its recorded
@@ -49,6 +51,7 @@ EMBEDDINGS = "embeddings.npy"
 ENCODER = "encoder"
 IDS = "ids"
 MODEL = "model"
+HEADS = "nci_heads"
 
 
 def dir_bytes(path: Path) -> int:

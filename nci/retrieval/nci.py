@@ -13,25 +13,31 @@ retrieval would put it among NCI's own hits (:func:`merge_fallback`); such hits 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from nci.manifest import ArtifactError
 from nci.retrieval.hits import Hits, hits_from_arrays, merge_fallback, resolve_beam
-from nci.retrieval.index import IDS, MODEL
+from nci.retrieval.index import HEADS, IDS, MODEL
 from nci.retrieval.registry import BuildContext, LiveDocument, LoadContext, Method, Option, register
 
+log = logging.getLogger(__name__)
 
-def nci_decoder(model: Any, trie: Any) -> Callable[[Any, Any, int], tuple[Any, Any]]:
+
+def nci_decoder(model: Any, trie: Any, heads: Any = None) -> Callable[[Any, Any, int], tuple[Any, Any]]:
     """Our constrained decoding: ``decode(memory, memory_mask, beam) -> (doc_index, scores)``.
 
     The one place that picks the implementation, shared by the retriever and ``nci bench``.
+    ``heads``: the trie's saved :class:`nci.decoding.NodeHeads` (else they are computed).
     """
     from nci.decoding import ConstrainedDecoder
 
-    return ConstrainedDecoder(model, trie)
+    return ConstrainedDecoder(model, trie, heads)
 
 
 def decoding_trie(ids: Any, device: Any) -> Any:
@@ -55,6 +61,7 @@ class NCIRetriever:
     encoder: Any = None  # query encoder, for the dense fallback over added documents
     vector: Callable[[str], np.ndarray] | None = None  # doc id -> vector, for the fallback
     added: dict[str, np.ndarray] = field(default_factory=dict)  # added documents -> vector
+    heads: Any = None  # the built trie's nci.decoding.NodeHeads, when the index holds them
     _version: int = field(init=False, default=-1)
     _added_matrix: tuple[list[str], np.ndarray] | None = field(init=False, default=None)
 
@@ -66,7 +73,8 @@ class NCIRetriever:
         if self._version == self.ids.version:
             return
         if self._version < 0:
-            self.decode = nci_decoder(self.model, self.ids.built_trie)
+            self.decode = nci_decoder(self.model, self.ids.built_trie, self.heads)
+            self.heads = None  # the decoder holds them
         if self.ids.version > 0:
             self.decode.set_trie(decoding_trie(self.ids, self.model.device))
         self._version = self.ids.version
@@ -116,15 +124,37 @@ class NCIRetriever:
 
 
 def _build(ctx: BuildContext) -> dict[str, Any]:
-    """The model and ids are placed by the index builder; the method needs both."""
+    """The model and ids are placed by the index builder; the method needs both. It adds the
+    decoder's per-edge heads (:class:`nci.decoding.NodeHeads`), computed once here so that a
+    load memory-maps them instead (they are the slow part of loading a large index)."""
     if not (ctx.has_ids and ctx.has_model):
         return {"unavailable": "the index was built without --ids and --model"}
-    return {"files": [MODEL, IDS]}
+    from nci.decoding import NodeHeads, TrieTensors
+    from nci.model import NCIModel
+    from nci.semantic_ids import load_semantic_ids
+
+    model = NCIModel.from_pretrained(ctx.out / MODEL)
+    trie = TrieTensors.from_trie(load_semantic_ids(ctx.out / IDS).trie, model.device)
+    start = time.perf_counter()
+    NodeHeads.build(model, trie).save(ctx.out / HEADS)
+    n_nodes, seconds = trie.child.shape[0], time.perf_counter() - start
+    log.info("NCI decoder heads for %d trie nodes in %.1f s", n_nodes, seconds)
+    return {"files": [MODEL, IDS, HEADS]}
 
 
 def _load(ctx: LoadContext) -> NCIRetriever:
     index, corpus = ctx.index, ctx.corpus
-    return NCIRetriever("nci", index.nci_model(), corpus.ids, index.query_encoder, corpus.vector)
+    model = index.nci_model()
+    heads = None
+    if (index.path / HEADS).is_dir():  # indexes built before the heads were saved compute them
+        from nci.decoding import NodeHeads
+
+        trie = corpus.ids.built_trie
+        try:
+            heads = NodeHeads.load(index.path / HEADS, len(trie.doc), model.config.d_model, model.device)
+        except (OSError, ValueError) as e:
+            raise ArtifactError(f"{index.path / HEADS}: {e}; rebuild the index (nci index build)") from e
+    return NCIRetriever("nci", model, corpus.ids, index.query_encoder, corpus.vector, heads=heads)
 
 
 register(
