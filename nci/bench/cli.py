@@ -1,5 +1,5 @@
 """``nci bench`` flags and entry point; ``nci bench ids`` hands over to ``nci.semantic_ids``,
-``nci bench scale`` to ``nci.bench.scale``."""
+``nci bench scale`` to ``nci.bench.scale``, ``nci bench train`` to ``nci.bench.train_cost``."""
 
 from __future__ import annotations
 
@@ -111,8 +111,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from nci.bench.scale import main as scale_main
 
         return scale_main(argv[1:], prog=f"{prog} scale")
+    if argv and argv[0] == "train":
+        from nci.bench.train_cost import main as train_main
+
+        return train_main(argv[1:], prog=f"{prog} train")
     parser = argparse.ArgumentParser(
-        prog=prog, description="Benchmark NCI and the baselines on one dataset (or: nci bench ids|scale ...)."
+        prog=prog,
+        description="Benchmark NCI and the baselines on one dataset (or: nci bench ids|scale|train ...).",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
