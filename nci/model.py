@@ -285,7 +285,7 @@ class NCIModel(nn.Module):
         """Set each node's output weights to the normalised k-means centroids of its children."""
         if not self.config.centroid_prior:
             raise ValueError("the model was built without centroid_prior")
-        centroids = torch.as_tensor(np.asarray(centroids), dtype=torch.float32)
+        centroids = torch.from_numpy(np.array(centroids, dtype=np.float32))  # a copy: ids may be mapped
         child = torch.as_tensor(np.asarray(trie.child), dtype=torch.long)
         if centroids.shape != (self.config.n_nodes, self.config.d_model):
             raise ValueError(

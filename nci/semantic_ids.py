@@ -254,7 +254,8 @@ def load_semantic_ids(directory: str | Path) -> SemanticIds:
     config = load_config(directory, IdsConfig)
     doc_ids, ids = read_docids(directory / "docids.tsv")
     trie = Trie.load(directory)
-    centroids = np.load(directory / "centroids.npy")
+    # memory-mapped: read when a live index copies them or a model's prior is set from them
+    centroids = np.load(directory / "centroids.npy", mmap_mode="r")
     return SemanticIds(
         doc_ids=doc_ids,
         ids=ids,

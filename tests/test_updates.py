@@ -163,6 +163,87 @@ def test_live_trie_fills_every_free_digit_before_refusing(index_dir):
     Trie.build(list(ids.values()) + [retired], sem.k)  # raises on a duplicate or a prefix
 
 
+def _scan_assign(space, x):
+    """The id rule's full-group step as first written: scan every node of the trie for room, then
+    take the nearest one below ever higher ancestors (the reference for IdSpace.assign)."""
+    node = 0
+    while True:
+        kids = space.child[node]
+        kids = kids[kids >= 0]
+        internal = kids[~space.is_leaf[kids]]
+        if internal.size == 0:
+            break
+        node = int(internal[np.argmin(((space.centroids[internal] - x) ** 2).sum(1))])
+    free = np.flatnonzero(space.child[node] < 0)
+    if free.size and space.depth[node] + 1 <= space.depth_limit:
+        return (*space._digits(node), int(free[0]))
+    nodes = np.arange(space.n)
+    open_ = (space.child[: space.n] < 0).any(1) & ~space.is_leaf[: space.n]
+    group = space._is_group(nodes)
+    fits = np.where(group, space.depth[: space.n] + 1, space.depth[: space.n] + 2) <= space.depth_limit
+    cand = nodes[open_ & fits]
+    if cand.size == 0:
+        return None
+    dist = ((space.centroids[cand] - x) ** 2).sum(1)
+    anc = int(space.parent[node]) if node > 0 else 0
+    while True:
+        up = cand.copy()
+        for _ in range(int(space.depth[: space.n].max()) + 1):
+            deeper = space.depth[up] > space.depth[anc]
+            if not deeper.any():
+                break
+            up[deeper] = space.parent[up[deeper]]
+        inside = up == anc
+        if inside.any():
+            best = int(cand[inside][np.argmin(dist[inside])])
+            digit = int(np.flatnonzero(space.child[best] < 0)[0])
+            if space._is_group(np.array([best]))[0]:
+                return (*space._digits(best), digit)
+            return (*space._digits(best), digit, 0)
+        anc = int(space.parent[anc])
+
+
+def test_assign_reads_only_the_neighbourhood_and_picks_what_a_whole_trie_scan_picks(index_dir):
+    from nci.semantic_ids import load_semantic_ids
+
+    sem = load_semantic_ids(index_dir / "ids")
+    space = IdSpace(sem)
+    rng = np.random.default_rng(1)
+    for i in range(10_000):
+        x = rng.standard_normal(sem.centroids.shape[1]).astype(np.float32)
+        expected = _scan_assign(space, x)
+        if expected is None:
+            with pytest.raises(IdSpaceFull):
+                space.assign(x)
+            break
+        assert space.assign(x) == expected
+        space.insert(f"n{i}", expected, x)
+    else:
+        pytest.fail("the trie never filled up")
+
+
+def test_a_trial_undoes_its_inserts_exactly(index_dir):
+    from nci.semantic_ids import load_semantic_ids
+
+    sem = load_semantic_ids(index_dir / "ids")
+    space = IdSpace(sem)
+    rng = np.random.default_rng(2)
+    for i in range(5):  # some live documents first
+        x = rng.standard_normal(sem.centroids.shape[1]).astype(np.float32)
+        space.insert(f"a{i}", space.assign(x), x)
+    arrays = ("child", "parent", "digit", "depth", "is_leaf", "centroids", "count")
+    before = {name: getattr(space, name)[: space.n + 200].copy() for name in arrays}
+    n, leaves = space.n, dict(space.leaf_doc)
+    with space.trial():
+        for i in range(40):  # enough to open new groups and fill full ones
+            x = rng.standard_normal(sem.centroids.shape[1]).astype(np.float32)
+            space.insert(f"t{i}", space.assign(x), x)
+        assert space.n > n
+    assert space.n == n and space.leaf_doc == leaves and set(space.doc_leaf) == set(leaves.values())
+    for name in arrays:
+        np.testing.assert_array_equal(getattr(space, name)[: n + 200], before[name], err_msg=name)
+
+
 def test_merge_fallback_places_added_documents_where_dense_would():
     hits = [Hit("a", -0.1, "nci"), Hit("b", -0.5, "nci"), Hit("c", -2.0, "nci")]
     sims = [0.9, 0.5, 0.7]  # dense similarity of a, b, c

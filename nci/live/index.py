@@ -256,7 +256,7 @@ class LiveIndex:
                         d["sid"] = list(sid)
                 for d, v in zip(docs, vectors, strict=True):
                     d["vec"] = vec_to_text(v)
-                seq = tx.append("add", {"docs": docs, "time": time.time()}, set(self.corpus.built_rows))
+                seq = tx.append("add", {"docs": docs, "time": time.time()}, self.corpus.built_rows)
             # committed: applied under the same lock, so searches see all of it or none
             self._add_now(docs)
             self.seq = seq
@@ -273,7 +273,7 @@ class LiveIndex:
                 self._apply_entries(tx.entries(self.seq))
                 if doc_id not in self.corpus:
                     raise DocumentNotFound(f"no document with id {doc_id!r}")
-                seq = tx.append("delete", {"id": doc_id, "time": time.time()}, set(self.corpus.built_rows))
+                seq = tx.append("delete", {"id": doc_id, "time": time.time()}, self.corpus.built_rows)
             self._delete_now(doc_id)
             self.seq = seq
 

@@ -119,16 +119,16 @@ class Corpus:
         self.version += 1
 
     def plan_ids(self, documents: Sequence[tuple[str, np.ndarray]]) -> list[tuple[int, ...]]:
-        """Semantic ids for new documents, planned on a scratch copy of the id space when there
-        are several, so a failure (:class:`IdSpaceFull`) assigns nothing."""
-        import copy
-
+        """Semantic ids for new documents, each planned as if the ones before it were in; the
+        id space is left as it was (:meth:`IdSpace.trial`), so a failure (:class:`IdSpaceFull`)
+        assigns nothing."""
         assert self.ids is not None
-        space = self.ids if len(documents) == 1 else copy.deepcopy(self.ids)
+        if len(documents) == 1:
+            return [self.ids.assign(documents[0][1])]
         sids = []
-        for doc_id, vector in documents:
-            sid = space.assign(vector)
-            if len(documents) > 1:
+        with self.ids.trial() as space:
+            for doc_id, vector in documents:
+                sid = space.assign(vector)
                 space.insert(doc_id, sid, vector)
-            sids.append(sid)
+                sids.append(sid)
         return sids

@@ -21,7 +21,8 @@ trained on), deleted documents pruned; ``version`` counts the changes to it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,7 @@ class IdSpace:
         self.built_trie = trie  # the trie as built (the decoder's node heads are made from it)
         self.sem_doc_ids = list(sem.doc_ids)  # decode_doc's document index -> doc id
         self.version = 0  # changes to the decoding trie (deletions of trained documents)
+        self._undo: list[tuple[Any, ...]] | None = None  # inside trial(): how to undo each insert
 
     def _grow(self) -> None:
         cap = len(self.parent) * 2
@@ -128,36 +130,41 @@ class IdSpace:
         free = np.flatnonzero(self.child[node] < 0)
         if free.size and self.depth[node] + 1 <= self.depth_limit:
             return (*self._digits(node), int(free[0]))
-        # Full: look for room below ever higher ancestors.
-        nodes = np.arange(self.n)
-        open_ = (self.child[: self.n] < 0).any(1) & ~self.is_leaf[: self.n]
-        group = self._is_group(nodes)
-        fits = np.where(group, self.depth[: self.n] + 1, self.depth[: self.n] + 2) <= self.depth_limit
-        cand = nodes[open_ & fits]
-        if cand.size == 0:
-            raise IdSpaceFull(
-                f"no free digit left in the docid trie (k={self.k}, longest id {self.depth_limit}); "
-                "rebuild the semantic ids with a larger k (nci ids build --k) and retrain"
-            )
-        dist = ((self.centroids[cand] - x) ** 2).sum(1)
+        # Full: look for room below ever higher ancestors. Only the ancestor's subtree is read,
+        # so a full group costs what its neighbourhood holds, not the whole trie.
         anc = int(self.parent[node]) if node > 0 else 0
         while True:
-            # ancestors of every candidate at the depth of ``anc``
-            up = cand.copy()
-            target = self.depth[anc]
-            for _ in range(int(self.depth[: self.n].max()) + 1):
-                deeper = self.depth[up] > target
-                if not deeper.any():
-                    break
-                up[deeper] = self.parent[up[deeper]]
-            inside = up == anc
-            if inside.any():
-                best = int(cand[inside][np.argmin(dist[inside])])
+            below = self._subtree(anc)  # ascending node ids: ties go to the lowest, as ever
+            cand = below[self._has_room(below)]
+            if cand.size:
+                best = int(cand[np.argmin(((self.centroids[cand] - x) ** 2).sum(1))])
                 digit = int(np.flatnonzero(self.child[best] < 0)[0])
                 if self._is_group(np.array([best]))[0]:
                     return (*self._digits(best), digit)
                 return (*self._digits(best), digit, 0)
+            if anc == 0:
+                raise IdSpaceFull(
+                    f"no free digit left in the docid trie (k={self.k}, longest id {self.depth_limit}); "
+                    "rebuild the semantic ids with a larger k (nci ids build --k) and retrain"
+                )
             anc = int(self.parent[anc])
+
+    def _subtree(self, node: int) -> np.ndarray:
+        """``node`` and every internal node below it, in ascending order."""
+        parts, frontier = [np.array([node])], np.array([node])
+        while frontier.size:
+            kids = self.child[frontier].ravel()
+            kids = kids[kids >= 0]
+            frontier = kids[~self.is_leaf[kids]]
+            parts.append(frontier)
+        return np.sort(np.concatenate(parts))
+
+    def _has_room(self, nodes: np.ndarray) -> np.ndarray:
+        """Internal nodes with a free digit whose new id (a leaf below a leaf group, else a new
+        group of one) stays within the depth limit."""
+        open_ = (self.child[nodes] < 0).any(1) & ~self.is_leaf[nodes]
+        depth = np.where(self._is_group(nodes), self.depth[nodes] + 1, self.depth[nodes] + 2)
+        return open_ & (depth <= self.depth_limit)
 
     def _digits(self, node: int) -> tuple[int, ...]:
         digits = []
@@ -170,6 +177,7 @@ class IdSpace:
         """Insert ``doc_id`` at ``digits``, creating nodes as needed; update centroids and counts."""
         if not digits or any(not 0 <= d < self.k for d in digits):
             raise ValueError(f"bad semantic id {tuple(digits)} for k={self.k}")
+        n_before = self.n
         node, path = 0, [0]
         for i, d in enumerate(digits):
             last = i == len(digits) - 1
@@ -182,9 +190,32 @@ class IdSpace:
             path.append(node)
         self.leaf_doc[node] = doc_id
         self.doc_leaf[doc_id] = node
+        if self._undo is not None:
+            self._undo.append((n_before, path, self.centroids[path].copy(), self.count[path].copy(), doc_id))
         for p in path:  # running mean; a new node's centroid becomes x
             self.count[p] += 1
             self.centroids[p] += (x - self.centroids[p]) / self.count[p]
+
+    @contextmanager
+    def trial(self) -> Iterator[IdSpace]:
+        """Inserts made inside are undone on leaving, exactly (nodes, centroids, counts): a batch
+        of additions plans its ids one after another without copying the id space."""
+        if self._undo is not None:
+            raise RuntimeError("trials do not nest")
+        self._undo = []
+        try:
+            yield self
+        finally:
+            undo, self._undo = self._undo, None
+            for n_before, path, centroids, counts, doc_id in reversed(undo):
+                self.centroids[path], self.count[path] = centroids, counts
+                del self.leaf_doc[self.doc_leaf.pop(doc_id)]
+                for node in range(self.n - 1, n_before - 1, -1):
+                    self.child[self.parent[node], self.digit[node]] = -1
+                    self.child[node], self.parent[node], self.digit[node] = -1, -1, -1
+                    self.depth[node], self.is_leaf[node], self.count[node] = 0, False, 0
+                    self.centroids[node] = 0.0
+                self.n = n_before
 
     def remove(self, doc_id: str, x: np.ndarray | None) -> bool:
         """Retire ``doc_id``'s leaf and prune it from the decoding trie; True if the latter changed."""
