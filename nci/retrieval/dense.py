@@ -6,14 +6,15 @@
   re-ranking ``k * rerank`` candidates with the exact vectors.
 
 Queries are encoded with the same BERT, pooling and length limit that embedded the documents, so
-timings include the encoder. Live additions are appended to the FAISS index (PQ codes come from
-the codebooks trained at build time). Deletions mark their rows dead and searches skip dead rows,
-without ``remove_ids``: on the fast-scan index, vectors added after a ``remove_ids`` can get the
-wrong codes (FAISS 1.x; a document added after a deletion was not found for its own vector), and
-rows that never move keep a server and a replay of its journal in the same order. ``pq`` scores
-documents added live exactly instead of through its codes: the codebooks were trained on the
-built corpus and quantise vectors off its topics badly (an added document ranked 179th for its
-own text), so added documents are kept beside the index and merged by exact inner product.
+timings include the encoder. The FAISS indexes never change after the build. Deletions mark
+their rows dead and searches skip dead rows, without ``remove_ids``: on the fast-scan index,
+vectors added after a ``remove_ids`` can get the wrong codes (FAISS 1.x; a document added after a
+deletion was not found for its own vector), and rows that never move keep a server and a replay
+of its journal in the same order. Documents added live are kept beside the index and merged by
+exact inner product: for ``pq`` because the codebooks were trained on the built corpus and
+quantise vectors off its topics badly (an added document ranked 179th for its own text), and for
+both because appending to a large flat index reallocates and copies it (one addition to a
+million-vector index took 1.8 to 4.3 s when it did).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class FaissRetriever:
     rows: list[str] = field(init=False)  # FAISS row -> doc id, dead rows included
     dead: set[int] = field(init=False, default_factory=set)  # rows of deleted documents
     live_rows: dict[str, int] = field(init=False)  # doc id -> its live row
-    exact_additions: bool = False  # score added documents exactly, beside the index (pq)
-    added: dict[str, np.ndarray] = field(init=False, default_factory=dict)  # with exact_additions
+    added: dict[str, np.ndarray] = field(init=False, default_factory=dict)  # scored beside the index
+    _added_matrix: tuple[list[str], np.ndarray] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rows = list(self.doc_ids)
@@ -77,8 +78,11 @@ class FaissRetriever:
         results = self._search_index(vecs, k, rerank)
         if not self.added:
             return results
-        ids = list(self.added)
-        exact = vecs @ np.stack([self.added[d] for d in ids]).T  # [queries, added]
+        if self._added_matrix is None:
+            ids = list(self.added)
+            self._added_matrix = (ids, np.stack([self.added[d] for d in ids]))
+        ids, matrix = self._added_matrix
+        exact = vecs @ matrix.T  # [queries, added]
         merged = []
         for hits, row in zip(results, exact, strict=True):
             extra = [Hit(ids[j], float(row[j]), self.name) for j in np.argsort(-row, kind="stable")[:k]]
@@ -121,21 +125,16 @@ class FaissRetriever:
         return out_s, out_l
 
     def add(self, documents: Sequence[LiveDocument]) -> None:
-        if not documents:
-            return
-        if self.exact_additions:
-            for d in documents:
-                self.added[d.doc_id] = np.asarray(d.vector, dtype=np.float32)
-            return
-        self.index.add(np.ascontiguousarray(np.stack([d.vector for d in documents]), dtype=np.float32))
         for d in documents:
-            self.live_rows[d.doc_id] = len(self.rows)
-            self.rows.append(d.doc_id)
+            self.added[d.doc_id] = np.asarray(d.vector, dtype=np.float32)
+        self._added_matrix = None
 
     def remove(self, doc_ids: Sequence[str]) -> None:
         for doc_id in doc_ids:
             if self.added.pop(doc_id, None) is None:
                 self.dead.add(self.live_rows.pop(doc_id))
+            else:
+                self._added_matrix = None
 
 
 # --- building -------------------------------------------------------------------------------
@@ -199,12 +198,10 @@ def _build_pq(ctx: BuildContext) -> dict[str, Any]:
     }
 
 
-def _loader(name: str, file: str, exact_additions: bool = False) -> Any:
+def _loader(name: str, file: str) -> Any:
     def load(ctx: LoadContext) -> FaissRetriever:
         index = ctx.index.read_faiss(file)
-        return FaissRetriever(
-            name, index, ctx.index.doc_ids, ctx.index.query_encoder, ctx.corpus.vector, exact_additions
-        )
+        return FaissRetriever(name, index, ctx.index.doc_ids, ctx.index.query_encoder, ctx.corpus.vector)
 
     return load
 
@@ -222,7 +219,7 @@ register(
     Method(
         name="pq",
         summary="4-bit product quantization, FAISS fast-scan (Bolt-style)",
-        load=_loader("pq", PQ, exact_additions=True),
+        load=_loader("pq", PQ),
         build=_build_pq,
         options=(
             Option("rerank", int, 0, "re-rank k*rerank candidates with the exact vectors (0 = off)", 0),
