@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 # speed ratios the README aims for: ours over the reference decoder, NCI's QPS over dense exact's
-AIMS = {"decode_vs_generate": 10.0, "nci_vs_dense": 0.5}
+AIMS = {"decode_vs_generate": 10.0, "nci_vs_dense": 0.8}  # the speed aims the report marks met or not
 
 # the ratios rows of results.md, in order, with the aim each is held to
 RATIO_AIMS = (
