@@ -77,6 +77,9 @@ def _input_hashes(inputs: dict[str, Path]) -> dict[str, str]:
     return {name: fingerprint(path) for name, path in inputs.items()}
 
 
+SENTENCES_DIR = "sentences"  # the sentence pseudo-queries, when the recipe has them
+
+
 def daq_dir(window: int) -> str:
     """``daq`` for the 64-word windows, ``daq<W>`` for others."""
     return "daq" if window == 64 else f"daq{window}"
@@ -92,7 +95,7 @@ def plan(
     """The build's stages, in order, for ``recipe``."""
     from nci.embed import EmbedConfig, embed_corpus
     from nci.index import IndexConfig, build_index
-    from nci.querygen import DaqConfig
+    from nci.querygen import DaqConfig, SentenceConfig
     from nci.semantic_ids import IdsConfig
     from nci.semantic_ids import build as build_ids
     from nci.train.config import TrainConfig
@@ -115,6 +118,10 @@ def plan(
         cfg = DaqConfig(n=recipe.queries_per_doc, window=window)
         daqs.append(out / daq_dir(window))
         steps.append(Step(daq_dir(window), "querygen", cfg, {"data": data}, _daq_runner(data, daqs[-1], cfg)))
+    if recipe.sentences:
+        cfg = SentenceConfig(n=recipe.queries_per_doc)
+        daqs.append(out / SENTENCES_DIR)
+        steps.append(Step(SENTENCES_DIR, "querygen", cfg, {"data": data}, _daq_runner(data, daqs[-1], cfg)))
     given = {
         **(train_options or {}),
         **({"encoder": encoder} if encoder else {}),
@@ -509,6 +516,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k", type=int, help="clusters per level of the semantic ids")
     g.add_argument("--leaf-size", type=int, help="largest leaf cluster (default k)")
     g.add_argument("--windows", type=_windows, help="doc-as-query window lengths, e.g. 64,16")
+    g.add_argument(
+        "--sentences",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sentence pseudo-queries beside the windows (nci querygen sentences)",
+    )
     g.add_argument("--queries-per-doc", type=int, help="random windows per document and window length")
     g.add_argument("--centroid-prior", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--label-smoothing", type=float)

@@ -2,7 +2,9 @@
 
 Two sources, each reproducible from a seed (Wang et al. 2022, section 3.2):
 
-- ``daq`` (document as query): the title with the first 64 words, and N random 64-word windows.
+- ``daq`` (document as query): the title with the first 64 words, and N random 64-word windows;
+  ``sentences``, the same source cut at sentence ends instead: up to N of the document's sentences,
+  each a query of its own (questions are often about one sentence).
 - ``d2q`` (doc2query): N queries per document sampled from a sequence-to-sequence generator,
   either trained here (``nci querygen train``, see ``nci.doc2query``) or any saved
   ``AutoModelForSeq2SeqLM`` directory. A corpus without training queries (Cranfield) uses a
@@ -21,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -132,18 +135,76 @@ def doc_as_queries(doc_id: str, doc: dict[str, str], config: DaqConfig) -> list[
     return out
 
 
-def write_daq(data_dir: str | Path, out: str | Path, config: DaqConfig, overwrite: bool = False) -> dict:
-    """Doc-as-query pseudo-queries for every document of a prepared dataset."""
+@dataclass(frozen=True)
+class SentenceConfig:
+    n: int = 10  # sentences per document at most (a seeded random choice of them beyond that)
+    max_words: int = 64  # a longer sentence keeps its first words
+    min_words: int = 4  # a shorter piece (an abbreviation's cut, a heading) joins the next one
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_words < 1 or self.min_words < 1:
+            raise ValueError("n, max_words and min_words must be >= 1")
+
+
+# a sentence ends at . ! or ? (and any closing quotes or brackets) before a space and a capital,
+# a digit or an opening quote
+_SENTENCE_END = re.compile(r"""(?:(?<=[.!?])|(?<=[.!?]["')\]]))\s+(?=["'(\[]?[A-Z0-9])""")
+
+
+def split_sentences(text: str, min_words: int = 1) -> list[str]:
+    """The sentences of ``text``, pieces under ``min_words`` words joined to the next."""
+    out, carry = [], ""
+    for piece in _SENTENCE_END.split(" ".join(text.split())):
+        carry = f"{carry} {piece}".strip()
+        if len(carry.split()) >= min_words:
+            out.append(carry)
+            carry = ""
+    if carry:
+        if out:
+            out[-1] = f"{out[-1]} {carry}"
+        else:
+            out.append(carry)
+    return out
+
+
+def sentences_as_queries(doc_id: str, doc: dict[str, str], config: SentenceConfig) -> list[str]:
+    """Up to ``n`` distinct sentences of the document's text, in document order, each cut to
+    ``max_words`` words; a random (seeded per document) choice of them when there are more."""
+    from nci.doc2query import stable_seed
+
+    sentences = [
+        " ".join(s.split()[: config.max_words])
+        for s in split_sentences(doc.get("text") or "", config.min_words)
+    ]
+    if len(sentences) > config.n:
+        rng = np.random.default_rng(stable_seed(config.seed, doc_id))
+        sentences = [sentences[i] for i in sorted(rng.choice(len(sentences), size=config.n, replace=False))]
+    out, seen = [], set()
+    for text in sentences:
+        if text.casefold() not in seen:
+            seen.add(text.casefold())
+            out.append(text)
+    return out
+
+
+def write_daq(
+    data_dir: str | Path, out: str | Path, config: DaqConfig | SentenceConfig, overwrite: bool = False
+) -> dict:
+    """Doc-as-query pseudo-queries for every document of a prepared dataset: windows of words
+    (``DaqConfig``) or sentences (``SentenceConfig``)."""
     from nci.data import load_corpus
 
     out = Path(out)
     _check_out(out, overwrite)
     corpus = load_corpus(data_dir)
+    sentences = isinstance(config, SentenceConfig)
+    queries_of = sentences_as_queries if sentences else doc_as_queries
     per_doc: list[int] = []
     rows: list[tuple[str, str, str]] = []
     with Timer() as timer:
         for doc_id, doc in tqdm(corpus.items(), desc="doc-as-query", unit="doc"):
-            queries = doc_as_queries(doc_id, doc, config)
+            queries = queries_of(doc_id, doc, config)
             per_doc.append(len(queries))
             rows.extend((doc_id, q, "daq") for q in queries)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
@@ -153,9 +214,9 @@ def write_daq(data_dir: str | Path, out: str | Path, config: DaqConfig, overwrit
             stage=STAGE,
             config=config,
             inputs={"data": data_dir},
-            counts=_per_doc_counts(per_doc, n, wanted=1 + config.n),
+            counts=_per_doc_counts(per_doc, n, wanted=config.n if sentences else 1 + config.n),
             wall_seconds=timer.seconds,
-            extra={"source": "daq"},
+            extra={"source": "daq", "unit": "sentences" if sentences else "words"},
         )
     _warn_empty(corpus, per_doc)
     log.info("%d doc-as-query pairs for %d documents -> %s", n, len(per_doc), out)
@@ -500,6 +561,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--n", type=int, default=DaqConfig.n, help="random windows per document (default 10)")
     d.add_argument("--window", type=int, default=DaqConfig.window, help="words per window (default 64)")
 
+    s = sub.add_parser(
+        "sentences", parents=[common], help="document as query, cut at sentence ends: up to N sentences"
+    )
+    s.add_argument(
+        "--n", type=int, default=SentenceConfig.n, help="sentences per document at most (default 10)"
+    )
+    s.add_argument(
+        "--max-words",
+        type=int,
+        default=SentenceConfig.max_words,
+        help="words kept of a sentence (default 64)",
+    )
+    s.add_argument(
+        "--min-words",
+        type=int,
+        default=SentenceConfig.min_words,
+        help="shorter pieces join the next sentence (default 4)",
+    )
+
     t = sub.add_parser(
         "train",
         parents=[common, torch_opts],
@@ -565,7 +645,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from nci.data import DataError
     from nci.doc2query import Doc2QueryConfig, GeneratorError
 
-    if args.action != "daq":
+    if args.action not in ("daq", "sentences"):
         import torch
 
         torch.set_num_threads(args.threads or threads_per_process())
@@ -575,6 +655,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                 args.data,
                 args.out,
                 DaqConfig(n=args.n, window=args.window, seed=args.seed),
+                overwrite=args.overwrite,
+            )
+        elif args.action == "sentences":
+            manifest = write_daq(
+                args.data,
+                args.out,
+                SentenceConfig(n=args.n, max_words=args.max_words, min_words=args.min_words, seed=args.seed),
                 overwrite=args.overwrite,
             )
         elif args.action == "train":

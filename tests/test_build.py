@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nci import build as B
+from nci.manifest import read_manifest
 from nci.recipe import CHOICES, CorpusStats, choose, corpus_stats, training_inputs
 
 # --- the rules -------------------------------------------------------------------------------------
@@ -88,6 +89,8 @@ def test_training_inputs_count_windows_the_words_allow():
     # 95 training queries (5 held out); 64-word windows: only the first; 16-word: first + 10
     assert training_inputs(stats, (64,), 10) == 95 + 10
     assert training_inputs(stats, (64, 16), 10) == 95 + 10 * 12
+    # sentences of about 25 words: 2 per 40-word document
+    assert training_inputs(stats, (64,), 10, sentences=True) == 95 + 10 * 3
 
 
 def test_corpus_stats_never_read_test_judgements(synthetic_data, tmp_path):
@@ -197,6 +200,23 @@ def test_a_changed_choice_reruns_only_the_stages_from_there(built, synthetic_dat
         "index": "ran",
     }
     assert json.loads((out / "ids" / "config.json").read_text())["k"] == 8
+
+
+def test_sentences_add_their_stage_and_retrain(built, synthetic_data, tiny_encoder, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    record = run_build(synthetic_data, out, tiny_encoder, "--sentences")
+    assert statuses(record) == {
+        "emb": "skipped",
+        "ids": "skipped",
+        "daq": "skipped",
+        "sentences": "ran",
+        "model": "ran",
+        "index": "ran",
+    }
+    assert record["recipe"]["sentences"] is True
+    train_inputs = read_manifest(out / "model", stage="train")["inputs"]
+    assert any(Path(v["path"]).name == "sentences" for v in train_inputs.values() if isinstance(v, dict))
 
 
 def test_an_interrupted_training_resumes_from_its_checkpoint(built, synthetic_data, tiny_encoder, tmp_path):

@@ -15,7 +15,15 @@ from nci import doc2query, querygen
 from nci.data import load_corpus, load_qrels
 from nci.doc2query import Doc2QueryConfig, GeneratorError, training_pairs
 from nci.manifest import read_manifest
-from nci.querygen import DaqConfig, GenerateConfig, doc_as_queries, read_pseudo_queries
+from nci.querygen import (
+    DaqConfig,
+    GenerateConfig,
+    SentenceConfig,
+    doc_as_queries,
+    read_pseudo_queries,
+    sentences_as_queries,
+    split_sentences,
+)
 
 FAST = {"max_doc_length": 32, "max_query_length": 6}
 
@@ -92,6 +100,58 @@ def test_daq_short_document_has_only_its_first_query():
     doc = {"title": "Short", "text": "only five words in here"}
     assert doc_as_queries("x", doc, DaqConfig(n=10, window=64)) == ["Short. only five words in here"]
     assert doc_as_queries("x", {"title": "", "text": ""}, DaqConfig()) == []
+
+
+def test_sentences_end_at_stops_before_a_capital_and_short_pieces_join_the_next():
+    text = 'The U.S. Army won in 1990. It rained! Was it? "Yes," he said (twice.) Then 3 more came.'
+    assert split_sentences(text) == [
+        "The U.S.",  # an abbreviation before a capital looks like a sentence end
+        "Army won in 1990.",
+        "It rained!",
+        "Was it?",
+        '"Yes," he said (twice.)',
+        "Then 3 more came.",
+    ]
+    assert split_sentences(text, min_words=4) == [
+        "The U.S. Army won in 1990.",
+        "It rained! Was it?",
+        '"Yes," he said (twice.)',
+        "Then 3 more came.",
+    ]
+    assert split_sentences("one two.") == ["one two."] and split_sentences("  ") == []
+    assert split_sentences("Short one. Two.", min_words=3) == ["Short one. Two."]  # a short tail joins
+
+
+def test_sentence_queries_are_up_to_n_sentences_in_order_cut_to_max_words():
+    text = " ".join(f"Sentence number {i} has a few words in it." for i in range(8))
+    doc = {"title": "T", "text": text + " Sentence number 0 has a few words in it."}  # a repeat
+    every = sentences_as_queries("d", doc, SentenceConfig(n=20))
+    assert every == [f"Sentence number {i} has a few words in it." for i in range(8)]
+    some = sentences_as_queries("d", doc, SentenceConfig(n=3, seed=1))
+    assert len(some) == 3 and some == sorted(some, key=every.index)  # a subset, in document order
+    assert some == sentences_as_queries("d", doc, SentenceConfig(n=3, seed=1))
+    assert {tuple(sentences_as_queries("d", doc, SentenceConfig(n=3, seed=s))) for s in range(5)} != {
+        tuple(some)
+    }
+    assert sentences_as_queries("d", doc, SentenceConfig(max_words=2))[0] == "Sentence number"
+
+
+def test_sentences_cli_writes_pseudo_queries_with_their_unit(synthetic_data, tmp_path):
+    assert (
+        querygen.main(["sentences", "--data", str(synthetic_data), "--out", str(tmp_path / "s"), "--n", "2"])
+        == 0
+    )
+    corpus = load_corpus(synthetic_data)
+    got = per_doc(rows_of(tmp_path / "s"))
+    assert list(got) == list(corpus)
+    for doc_id, queries in got.items():  # synthetic texts have no stops: one sentence each
+        assert queries == [" ".join(corpus[doc_id]["text"].split()[:64])]
+    manifest = read_manifest(tmp_path / "s", stage="querygen")
+    assert manifest["unit"] == "sentences" and manifest["config"]["n"] == 2
+    assert (
+        querygen.main(["sentences", "--data", str(synthetic_data), "--out", str(tmp_path / "t"), "--n", "0"])
+        == 2
+    )
 
 
 # --------------------------------------------------------------------------------------------
