@@ -26,10 +26,14 @@ TABLE = [
     ("squad, default budget", SQUAD, None, {},
      {"minutes": 15, "k": 30, "leaf_size": 30, "windows": (64,), "rdrop_alpha": 0.0,
       "encoder_trainable_layers": 0, "centroid_prior": True, "label_smoothing": 0.1}),
-    ("squad, 50 minutes: the README's SQuAD recipe but k=30", SQUAD, 50, {},
-     {"windows": (64, 16), "rdrop_alpha": 0.0, "encoder_trainable_layers": 2}),
+    ("squad, 50 minutes: the README's SQuAD recipe, sentences beside the windows", SQUAD, 50, {},
+     {"windows": (64, 16), "sentences": True, "rdrop_alpha": 0.0, "encoder_trainable_layers": 2}),
+    ("squad, 25 minutes: a frozen encoder, no sentences", SQUAD, 25, {},
+     {"windows": (64, 16), "sentences": False, "encoder_trainable_layers": 0}),
+    ("sentences override: the layers rule does not count them", SQUAD, 25, {"sentences": True},
+     {"sentences": True, "encoder_trainable_layers": 0}),
     ("scifact: long abstracts", SCIFACT, 40, {},
-     {"windows": (64,), "rdrop_alpha": 0.0, "encoder_trainable_layers": 0}),
+     {"windows": (64,), "sentences": False, "rdrop_alpha": 0.0, "encoder_trainable_layers": 0}),
     ("cranfield: no training queries", CRANFIELD, None, {},
      {"minutes": 15, "windows": (64, 16), "rdrop_alpha": 0.15, "encoder_trainable_layers": 0}),
     ("under 100 training queries count as none", FEW_QUERIES, None, {}, {"rdrop_alpha": 0.15}),
@@ -38,8 +42,8 @@ TABLE = [
     ("k override: leaves follow k", SQUAD, None, {"k": 50}, {"k": 50, "leaf_size": 50}),
     ("R-drop override: the layer rule builds on it", SQUAD, 50, {"rdrop_alpha": 0.15},
      {"rdrop_alpha": 0.15, "encoder_trainable_layers": 0}),
-    ("windows override: 64 only leaves room for two layers", SQUAD, 50, {"windows": (64,)},
-     {"windows": (64,), "encoder_trainable_layers": 2}),
+    ("windows override: 64 only leaves room for two layers, no sentences", SQUAD, 50, {"windows": (64,)},
+     {"windows": (64,), "sentences": False, "encoder_trainable_layers": 2}),
     ("train minutes override", SQUAD, None, {"train_minutes": 45.0},
      {"train_minutes": 45.0, "windows": (64, 16), "encoder_trainable_layers": 2}),
 ]  # fmt: skip
@@ -89,8 +93,6 @@ def test_training_inputs_count_windows_the_words_allow():
     # 95 training queries (5 held out); 64-word windows: only the first; 16-word: first + 10
     assert training_inputs(stats, (64,), 10) == 95 + 10
     assert training_inputs(stats, (64, 16), 10) == 95 + 10 * 12
-    # sentences of about 25 words: 2 per 40-word document
-    assert training_inputs(stats, (64,), 10, sentences=True) == 95 + 10 * 3
 
 
 def test_corpus_stats_never_read_test_judgements(synthetic_data, tmp_path):
