@@ -1,0 +1,173 @@
+"""Which way of fusing NCI, dense and BM25? Compare combinations on validation queries only.
+
+Runs each part once on the validation queries that ``nci index build --fusion`` fits on (the dev
+split, else the training queries ``nci train`` held out: :func:`nci.fusion.validation_queries`),
+then re-fuses their lists several ways. Each combination's weights are fitted on a grid as the
+index's fusion does (NCI and dense from {0, 0.25, 0.5, 1, 2, 4} beside BM25's 1, best nDCG@10);
+a logistic regression over per-candidate features (each part: listed, min-max score, 1 / rank)
+is fitted on relevance. A fit scored on the queries it was fitted on flatters it, so each is also
+scored by 2-fold cross-validation (repeated three times with seeded splits): fitted on one half
+of the queries, measured on the other.
+
+    python scripts/fusion_variants.py --index INDEX --data DATA [--nci-beam 10]
+
+Prints a markdown table: success@1, success@10 and nDCG@10 of each part alone, and of each
+combination fitted on all the validation queries and under cross-validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from nci.evaluate import MEASURES, evaluate, ranked_run
+from nci.fusion import GRID, validation_queries
+from nci.retrieval import Searcher, load_index, search_batched
+from nci.retrieval.fusion import PARTS
+
+SHOWN = ("success@1", "success@10", "ndcg@10")
+FOLD_SEEDS = (0, 1, 2)
+
+
+def normalised(scores: np.ndarray, how: str) -> np.ndarray:
+    """A part's scores over its own list: min-max to [0, 1], or z-scores shifted to start at 0."""
+    if how == "minmax":
+        span = scores[0] - scores[-1]
+        return (scores - scores[-1]) / span if span > 0 else np.ones_like(scores)
+    sd = scores.std()
+    z = (scores - scores.mean()) / sd if sd > 0 else np.zeros_like(scores)
+    return z - z.min()
+
+
+def fused(lists: dict, weights: dict[str, float], how: str) -> list[tuple[str, float]]:
+    """One query's fused ranking: ``rrf``, or weighted ``minmax`` / ``zscore`` normalised scores."""
+    total: dict[str, float] = {}
+    for part, hits in lists.items():
+        if not weights.get(part) or not hits:
+            continue
+        if how == "rrf":
+            values = 1.0 / (60 + np.arange(1, len(hits) + 1))
+        else:
+            values = normalised(np.array([h.score for h in hits], float), how)
+        for hit, v in zip(hits, values, strict=True):
+            total[hit.doc_id] = total.get(hit.doc_id, 0.0) + weights[part] * float(v)
+    return sorted(total.items(), key=lambda item: -item[1])[:100]
+
+
+def features(lists: dict) -> tuple[list[str], np.ndarray]:
+    """Per candidate: for each part, whether it listed it, its min-max score and 1 / rank."""
+    rows: dict[str, np.ndarray] = {}
+    for j, part in enumerate(PARTS):
+        hits = lists[part]
+        if not hits:
+            continue
+        values = normalised(np.array([h.score for h in hits], float), "minmax")
+        for rank, (hit, v) in enumerate(zip(hits, values, strict=True), start=1):
+            row = rows.setdefault(hit.doc_id, np.zeros(3 * len(PARTS)))
+            row[3 * j : 3 * j + 3] = (1.0, v, 1.0 / rank)
+    docs = list(rows)
+    return docs, np.array([rows[d] for d in docs]).reshape(len(docs), 3 * len(PARTS))
+
+
+class Study:
+    def __init__(self, qids: list[str], qrels: dict, per_part: dict[str, list]):
+        self.qids, self.qrels, self.per_part = qids, qrels, per_part
+        self.measures = {m: MEASURES[m] for m in SHOWN}
+        self.by_weights: dict[str, list] = {}
+
+    def lists(self, i: int) -> dict:
+        return {p: self.per_part[p][i] for p in PARTS}
+
+    def score(self, rankings: list, idx: list[int]) -> dict[str, float]:
+        q = [self.qids[i] for i in idx]
+        return evaluate(
+            ranked_run(q, [rankings[i] for i in idx]), {x: self.qrels[x] for x in q}, self.measures
+        )
+
+    def grid(self, how: str, fit: list[int]):
+        """Rankings of every query under the weights with the best nDCG@10 on ``fit``."""
+        if how not in self.by_weights:  # every query fused once per grid point
+            self.by_weights[how] = [
+                [
+                    fused(self.lists(i), {"nci": a, "dense": b, "bm25": 1.0}, how)
+                    for i in range(len(self.qids))
+                ]
+                for a, b in itertools.product(GRID, GRID)
+            ]
+        return max(self.by_weights[how], key=lambda rankings: self.score(rankings, fit)["ndcg@10"])
+
+    def logistic(self, fit: list[int]):
+        feats = [features(self.lists(i)) for i in range(len(self.qids))]
+        X = np.vstack([feats[i][1] for i in fit])
+        y = np.concatenate([[self.qrels[self.qids[i]].get(d, 0) > 0 for d in feats[i][0]] for i in fit])
+        model = LogisticRegression(max_iter=2000).fit(X, y)
+        return [
+            sorted(zip(d, model.decision_function(x), strict=True), key=lambda t: -t[1])[:100]
+            for d, x in feats
+        ]
+
+    def cross_validated(self, fitter) -> dict[str, float]:
+        results = []
+        for seed in FOLD_SEEDS:
+            order = np.random.default_rng(seed).permutation(len(self.qids)).tolist()
+            half = len(order) // 2
+            for fit, held in ((order[:half], order[half:]), (order[half:], order[:half])):
+                results.append(self.score(fitter(fit), held))
+        return {m: float(np.mean([r[m] for r in results])) for m in SHOWN}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--nci-beam", type=int, default=10, help="NCI's beam, its list's length (default 10)")
+    args = p.parse_args(argv)
+    index = load_index(args.index)
+    where, queries, qrels = validation_queries(args.data, index)
+    if not queries:
+        p.exit(2, "no validation queries: no dev split and no held-out training queries\n")
+    qids = list(queries)
+    texts = [queries[q] for q in qids]
+    searcher = Searcher(index)
+    per_part = {
+        part: search_batched(
+            searcher.retriever(part, **({"beam": args.nci_beam} if part == "nci" else {})),
+            texts,
+            args.nci_beam if part == "nci" else 100,
+        )
+        for part in PARTS
+    }
+    study = Study(qids, qrels, per_part)
+    everyone = list(range(len(qids)))
+    print(f"{len(qids)} validation queries ({where}); NCI at beam {args.nci_beam}\n")
+    print("| method | fitted on all: success@1 / @10 / nDCG@10 | 2-fold cross-validation |")
+    print("|---|---|---|")
+
+    def row(name: str, on_all: dict | None, cv: dict | None) -> None:
+        cell = lambda r: " / ".join(f"{r[m]:.3f}" for m in SHOWN) if r else "–"  # noqa: E731
+        print(f"| {name} | {cell(on_all)} | {cell(cv)} |", flush=True)
+
+    for part in PARTS:
+        row(part, study.score(per_part[part], everyone), None)
+    for how in ("rrf", "minmax", "zscore"):
+        fitter = lambda fit, how=how: study.grid(how, fit)  # noqa: E731
+        row(
+            f"{how}, weights on the grid",
+            study.score(fitter(everyone), everyone),
+            study.cross_validated(fitter),
+        )
+    row(
+        "logistic regression",
+        study.score(study.logistic(everyone), everyone),
+        study.cross_validated(study.logistic),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
