@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from nci.evaluate import MEASURES, evaluate, ranked_run
 from nci.fusion import GRID, validation_queries
 from nci.retrieval import Searcher, load_index, search_batched
-from nci.retrieval.fusion import PARTS
+from nci.retrieval.fusion import PARTS, FusionConfig, fuse
 
 SHOWN = ("success@1", "success@10", "ndcg@10")
 FOLD_SEEDS = (0, 1, 2)
@@ -45,15 +45,16 @@ def normalised(scores: np.ndarray, how: str) -> np.ndarray:
 
 
 def fused(lists: dict, weights: dict[str, float], how: str) -> list[tuple[str, float]]:
-    """One query's fused ranking: ``rrf``, or weighted ``minmax`` / ``zscore`` normalised scores."""
+    """One query's fused ranking: the index's own ``rrf`` or min-max ``score`` fusion
+    (:func:`nci.retrieval.fusion.fuse`), or weighted z-scores."""
+    if how != "zscore":
+        config = FusionConfig("rrf" if how == "rrf" else "score", weights)
+        return [(h.doc_id, h.score) for h in fuse(lists, config, 100)]
     total: dict[str, float] = {}
     for part, hits in lists.items():
         if not weights.get(part) or not hits:
             continue
-        if how == "rrf":
-            values = 1.0 / (60 + np.arange(1, len(hits) + 1))
-        else:
-            values = normalised(np.array([h.score for h in hits], float), how)
+        values = normalised(np.array([h.score for h in hits], float), "zscore")
         for hit, v in zip(hits, values, strict=True):
             total[hit.doc_id] = total.get(hit.doc_id, 0.0) + weights[part] * float(v)
     return sorted(total.items(), key=lambda item: -item[1])[:100]
