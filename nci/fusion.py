@@ -3,12 +3,12 @@
 ``nci index build ... --fusion DATA`` calls :func:`fit_fusion` on the index it just wrote. The
 validation queries are, in order of preference: the data's ``dev`` split; else the training
 queries that ``nci train`` held out for the index's model (the same seeded split, so no query the
-model learned from); else none, and the method gets equal weights with reciprocal rank fusion,
-recorded as not fitted. The test split is never read.
+model learned from); else none, and the method gets the fixed rule :data:`UNFITTED`, recorded
+as not fitted. The test split is never read.
 
-The search is a grid: both combinations (``rrf``, ``score``) and the weights of NCI and dense
-from {0, 0.25, 0.5, 1, 2, 4} beside BM25's 1 (only ratios matter); the first best nDCG@10 wins.
-Each part runs once on the validation queries; the grid only re-fuses their lists.
+The search is a grid: every combination (``rrf``, ``score``, ``zscore``) and the weights of NCI
+and dense from {0, 0.25, 0.5, 1, 2, 4} beside BM25's 1 (only ratios matter); the first best
+nDCG@10 wins. Each part runs once on the validation queries; the grid only re-fuses their lists.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nci.retrieval.fusion import FUSION, PARTS, FusionConfig, fuse
+from nci.retrieval.fusion import COMBINATIONS, FUSION, PARTS, FusionConfig, fuse
 
 log = logging.getLogger(__name__)
 
 GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 METRIC = "ndcg@10"
+# The rule for a corpus without validation queries: RULE_PENDING
+UNFITTED = FusionConfig("rrf", dict.fromkeys(PARTS, 1.0))
 
 
 def validation_queries(data: Path, index: Any) -> tuple[str, dict[str, str], dict[str, dict[str, int]]]:
@@ -62,7 +64,7 @@ def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) ->
         return {"unavailable": f"needs {' and '.join(missing)}"}
     where, queries, qrels = validation_queries(data, index)
     if not queries:
-        config = FusionConfig(beam=beam, depth=depth)
+        config = FusionConfig(UNFITTED.combination, dict(UNFITTED.weights), depth, beam)
         fitted = {
             "fitted": False,
             "why": "no validation queries (no dev split, no held-out training queries)",
@@ -122,7 +124,7 @@ def _grid(
 
     single = {p: evaluate(ranked_run(qids, per_part[p]), qrels, measure)[METRIC] for p in PARTS}
     best, best_score = None, -1.0
-    for combination, w_nci, w_dense in itertools.product(("rrf", "score"), GRID, GRID):
+    for combination, w_nci, w_dense in itertools.product(COMBINATIONS, GRID, GRID):
         config = FusionConfig(combination, {"nci": w_nci, "dense": w_dense, "bm25": 1.0}, depth, beam)
         value = score(config)
         if value > best_score:

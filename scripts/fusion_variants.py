@@ -2,62 +2,61 @@
 
 Runs each part once on the validation queries that ``nci index build --fusion`` fits on (the dev
 split, else the training queries ``nci train`` held out: :func:`nci.fusion.validation_queries`),
-then re-fuses their lists several ways. Each combination's weights are fitted on a grid as the
-index's fusion does (NCI and dense from {0, 0.25, 0.5, 1, 2, 4} beside BM25's 1, best nDCG@10);
-a logistic regression over per-candidate features (each part: listed, min-max score, 1 / rank)
-is fitted on relevance. A fit scored on the queries it was fitted on flatters it, so each is also
-scored by 2-fold cross-validation (repeated three times with seeded splits): fitted on one half
-of the queries, measured on the other.
+or on the queries judged in ``--qrels`` (for an index built as if its corpus had no queries, the
+judgements it never saw), then re-fuses their lists several ways. Each combination's weights are
+fitted on a grid as the index's fusion does (NCI and dense from {0, 0.25, 0.5, 1, 2, 4} beside
+BM25's 1, best nDCG@10); a logistic regression over per-candidate features (each part: listed,
+min-max score, 1 / rank) is fitted on relevance. A fit scored on the queries it was fitted on
+flatters it, so each is also scored by 2-fold cross-validation (repeated three times with seeded
+splits): fitted on one half of the queries, measured on the other. Fixed rules, which fit
+nothing (the candidates for a corpus without validation queries, :data:`nci.fusion.UNFITTED`),
+are scored on all the queries.
 
-    python scripts/fusion_variants.py --index INDEX --data DATA [--nci-beam 10]
+    python scripts/fusion_variants.py --index INDEX --data DATA [--qrels FILE] [--limit N] \
+        [--nci-beam 10] [--json OUT]
 
-Prints a markdown table: success@1, success@10 and nDCG@10 of each part alone, and of each
-combination fitted on all the validation queries and under cross-validation.
+Prints a markdown table: success@1, success@10 and nDCG@10 of each part alone, of each fixed
+rule, and of each combination fitted on all the queries and under cross-validation; ``--json``
+writes the same figures to a file.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from nci.data import load_queries
+from nci.data.layout import read_qrels_rows
 from nci.evaluate import MEASURES, evaluate, ranked_run
 from nci.fusion import GRID, validation_queries
 from nci.retrieval import Searcher, load_index, search_batched
-from nci.retrieval.fusion import PARTS, FusionConfig, fuse
+from nci.retrieval.fusion import PARTS, FusionConfig, fuse, normalised
 
 SHOWN = ("success@1", "success@10", "ndcg@10")
 FOLD_SEEDS = (0, 1, 2)
-
-
-def normalised(scores: np.ndarray, how: str) -> np.ndarray:
-    """A part's scores over its own list: min-max to [0, 1], or z-scores shifted to start at 0."""
-    if how == "minmax":
-        span = scores[0] - scores[-1]
-        return (scores - scores[-1]) / span if span > 0 else np.ones_like(scores)
-    sd = scores.std()
-    z = (scores - scores.mean()) / sd if sd > 0 else np.zeros_like(scores)
-    return z - z.min()
+# Fixed rules (nothing fitted): every combination with equal weights, with and without NCI, and
+# with NCI at half weight.
+FIXED = {
+    f"{how}, {name}": (how, weights)
+    for how in ("rrf", "minmax", "zscore")
+    for name, weights in (
+        ("nci 1, dense 1, bm25 1", {"nci": 1.0, "dense": 1.0, "bm25": 1.0}),
+        ("nci 0.5, dense 1, bm25 1", {"nci": 0.5, "dense": 1.0, "bm25": 1.0}),
+        ("dense 1, bm25 1", {"nci": 0.0, "dense": 1.0, "bm25": 1.0}),
+    )
+}
 
 
 def fused(lists: dict, weights: dict[str, float], how: str) -> list[tuple[str, float]]:
-    """One query's fused ranking: the index's own ``rrf`` or min-max ``score`` fusion
-    (:func:`nci.retrieval.fusion.fuse`), or weighted z-scores."""
-    if how != "zscore":
-        config = FusionConfig("rrf" if how == "rrf" else "score", weights)
-        return [(h.doc_id, h.score) for h in fuse(lists, config, 100)]
-    total: dict[str, float] = {}
-    for part, hits in lists.items():
-        if not weights.get(part) or not hits:
-            continue
-        values = normalised(np.array([h.score for h in hits], float), "zscore")
-        for hit, v in zip(hits, values, strict=True):
-            total[hit.doc_id] = total.get(hit.doc_id, 0.0) + weights[part] * float(v)
-    return sorted(total.items(), key=lambda item: -item[1])[:100]
+    """One query's fused ranking by the index's own fusion (:func:`nci.retrieval.fusion.fuse`)."""
+    config = FusionConfig("score" if how == "minmax" else how, weights)
+    return [(h.doc_id, h.score) for h in fuse(lists, config, 100)]
 
 
 def features(lists: dict) -> tuple[list[str], np.ndarray]:
@@ -67,7 +66,7 @@ def features(lists: dict) -> tuple[list[str], np.ndarray]:
         hits = lists[part]
         if not hits:
             continue
-        values = normalised(np.array([h.score for h in hits], float), "minmax")
+        values = normalised([h.score for h in hits], "score")
         for rank, (hit, v) in enumerate(zip(hits, values, strict=True), start=1):
             row = rows.setdefault(hit.doc_id, np.zeros(3 * len(PARTS)))
             row[3 * j : 3 * j + 3] = (1.0, v, 1.0 / rank)
@@ -122,14 +121,38 @@ class Study:
         return {m: float(np.mean([r[m] for r in results])) for m in SHOWN}
 
 
+def judged_queries(data: Path, qrels_file: Path, limit: int | None) -> tuple[str, dict, dict]:
+    """(where they come from, qid -> text, qrels) of the queries judged in ``qrels_file``: the
+    first ``limit`` of them in a seeded shuffle when ``limit`` is set."""
+    queries, qrels = load_queries(data), {}
+    for _, qid, doc_id, grade in read_qrels_rows(qrels_file):
+        qrels.setdefault(qid, {})[doc_id] = grade
+    qids = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
+    if limit is not None and len(qids) > limit:
+        qids = sorted(np.random.default_rng(0).choice(qids, limit, replace=False).tolist())
+    return (
+        f"the queries judged in {qrels_file.name}",
+        {q: queries[q] for q in qids},
+        {q: qrels[q] for q in qids},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
+    p.add_argument(
+        "--qrels", type=Path, help="judgements of held-out queries (default: the validation queries)"
+    )
+    p.add_argument("--limit", type=int, help="at most this many of --qrels' queries (a seeded sample)")
     p.add_argument("--nci-beam", type=int, default=10, help="NCI's beam, its list's length (default 10)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     index = load_index(args.index)
-    where, queries, qrels = validation_queries(args.data, index)
+    if args.qrels:
+        where, queries, qrels = judged_queries(args.data, args.qrels, args.limit)
+    else:
+        where, queries, qrels = validation_queries(args.data, index)
     if not queries:
         p.exit(2, "no validation queries: no dev split and no held-out training queries\n")
     qids = list(queries)
@@ -145,16 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     study = Study(qids, qrels, per_part)
     everyone = list(range(len(qids)))
-    print(f"{len(qids)} validation queries ({where}); NCI at beam {args.nci_beam}\n")
+    figures: dict[str, dict] = {}
+    print(f"{len(qids)} queries ({where}); NCI at beam {args.nci_beam}\n")
     print("| method | fitted on all: success@1 / @10 / nDCG@10 | 2-fold cross-validation |")
     print("|---|---|---|")
 
     def row(name: str, on_all: dict | None, cv: dict | None) -> None:
+        figures[name] = {"all": on_all, "cross_validated": cv}
         cell = lambda r: " / ".join(f"{r[m]:.3f}" for m in SHOWN) if r else "–"  # noqa: E731
         print(f"| {name} | {cell(on_all)} | {cell(cv)} |", flush=True)
 
     for part in PARTS:
         row(part, study.score(per_part[part], everyone), None)
+    for name, (how, weights) in FIXED.items():
+        rankings = [fused(study.lists(i), weights, how) for i in everyone]
+        row(f"fixed: {name}", study.score(rankings, everyone), None)
     for how in ("rrf", "minmax", "zscore"):
         fitter = lambda fit, how=how: study.grid(how, fit)  # noqa: E731
         row(
@@ -167,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         study.score(study.logistic(everyone), everyone),
         study.cross_validated(study.logistic),
     )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"queries": len(qids), "on": where, "figures": figures}, indent=2) + "\n"
+        )
     return 0
 
 

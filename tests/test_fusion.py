@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nci.retrieval import Hit, load_index
-from nci.retrieval.fusion import RRF_K, FusionConfig, fuse
+from nci.retrieval.fusion import RRF_K, FusionConfig, fuse, normalised, read_config
 
 
 def test_reciprocal_rank_and_score_fusion():
@@ -28,6 +28,24 @@ def test_reciprocal_rank_and_score_fusion():
     # x: 1 (top of nci) + 0 (bottom of bm25); y: 0 + 1; z: 0.5 -> x and y tie at 1, x listed first
     assert [(h.doc_id, h.score) for h in score] == [("x", 1.0), ("y", 1.0)]
     assert fuse({"nci": a, "bm25": b}, FusionConfig("rrf", {"nci": 0.0, "bm25": 1.0}), k=3)[0].doc_id == "y"
+
+
+def test_zscore_fusion_divides_by_each_lists_spread():
+    # nci: one outlier on top; bm25: evenly spread. Min-max squashes nci's second hit to 0.1,
+    # z-scores keep it at a third of a standard deviation... of a list dominated by the outlier.
+    a = [Hit("x", 10.0, "nci"), Hit("y", 1.0, "nci"), Hit("w", 0.0, "nci")]
+    b = [Hit("y", 2.0, "bm25"), Hit("z", 1.0, "bm25"), Hit("x", 0.0, "bm25")]
+    sd_a = (sum((s - 11 / 3) ** 2 for s in (10.0, 1.0, 0.0)) / 3) ** 0.5
+    sd_b = (2 / 3) ** 0.5
+    assert normalised([10.0, 1.0, 0.0], "zscore") == pytest.approx([10 / sd_a, 1 / sd_a, 0.0])
+    assert normalised([10.0, 1.0, 0.0], "score") == pytest.approx([1.0, 0.1, 0.0])
+    assert normalised([3.0, 3.0], "zscore") == normalised([3.0, 3.0], "score") == [1.0, 1.0]
+    z = fuse({"nci": a, "bm25": b}, FusionConfig("zscore", {"nci": 1.0, "bm25": 1.0}), k=4)
+    expected = {"x": 10 / sd_a, "y": 1 / sd_a + 2 / sd_b, "z": 1 / sd_b, "w": 0.0}
+    assert [h.doc_id for h in z] == sorted(expected, key=lambda d: -expected[d])
+    assert [h.score for h in z] == pytest.approx(sorted(expected.values(), reverse=True))
+    with pytest.raises(ValueError, match="combination must be one of"):
+        FusionConfig("max", {"nci": 1.0})
 
 
 def test_fusion_is_fitted_on_the_dev_split_and_served(tiny_index, tmp_path):
@@ -51,7 +69,7 @@ def test_fusion_is_fitted_on_the_dev_split_and_served(tiny_index, tmp_path):
 
 
 def test_without_validation_queries_fusion_is_equal_weights_and_says_so(tiny_index, plain_index):
-    from nci.fusion import fit_fusion
+    from nci.fusion import UNFITTED, fit_fusion
 
     assert "needs nci" in load_index(plain_index).methods()["fusion"]
     # the synthetic data itself has no dev split, and the tiny model no training config
@@ -59,4 +77,45 @@ def test_without_validation_queries_fusion_is_equal_weights_and_says_so(tiny_ind
     copy = shutil.copytree(tiny_index, tiny_index.parent / "no-validation")
     entry = fit_fusion(copy, Path(manifest["inputs"]["data"]["path"]))
     assert entry["fitted"] is False and "no validation queries" in entry["why"]
-    assert entry["weights"] == {"nci": 1.0, "dense": 1.0, "bm25": 1.0} and entry["combination"] == "rrf"
+    assert entry["weights"] == UNFITTED.weights and entry["combination"] == UNFITTED.combination
+    # the method reads that rule back as it is written
+    config = read_config(copy / "fusion.json")
+    assert (config.combination, config.weights) == (UNFITTED.combination, UNFITTED.weights)
+
+
+def test_fusion_variants_script_scores_fixed_rules_on_held_out_judgements(tiny_index, tmp_path):
+    import importlib.util
+
+    from nci.data import load_qrels, split_queries
+    from nci.evaluate import MEASURES, evaluate, ranked_run
+
+    spec = importlib.util.spec_from_file_location(
+        "fusion_variants", Path(__file__).parents[1] / "scripts" / "fusion_variants.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data = tiny_index.parent / "dev-data"
+    out = tmp_path / "variants.json"
+    args = ["--index", str(tiny_index), "--data", str(data), "--qrels", str(data / "qrels" / "train.tsv")]
+    assert script.main([*args, "--limit", "30", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    figures = report["figures"]
+    assert report["queries"] == 30 and "train.tsv" in report["on"]
+    assert {f"fixed: {name}" for name in script.FIXED} <= set(figures)
+    # the fixed rule without NCI is the index's own zscore fusion of dense and bm25, query by query
+    index = load_index(tiny_index)
+    queries, qrels = split_queries(data, "train"), load_qrels(data, "train")
+    picked = sorted(script.judged_queries(data, data / "qrels" / "train.tsv", 30)[1])
+    lists = {p: index.retriever(p).search([queries[q] for q in picked], 100) for p in ("dense", "bm25")}
+    config = FusionConfig("zscore", {"dense": 1.0, "bm25": 1.0})
+    fused = [fuse({p: lists[p][i] for p in lists}, config, 100) for i in range(len(picked))]
+    expected = evaluate(
+        ranked_run(picked, fused), {q: qrels[q] for q in picked}, {"ndcg@10": MEASURES["ndcg@10"]}
+    )
+    assert figures["fixed: zscore, dense 1, bm25 1"]["all"]["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+    # a grid holds BM25 alone (NCI and dense at 0): fitted on all, it is never below it
+    for how in ("rrf", "minmax", "zscore"):
+        assert (
+            figures[f"{how}, weights on the grid"]["all"]["ndcg@10"]
+            >= figures["bm25"]["all"]["ndcg@10"] - 1e-9
+        )

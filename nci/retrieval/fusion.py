@@ -4,7 +4,10 @@ Each part ranks ``depth`` candidates (NCI: its beam); a document's fused score i
 
 - ``rrf``: sum over parts of ``weight / (60 + rank)`` (reciprocal rank fusion, Cormack et al. 2009);
 - ``score``: sum over parts of ``weight x`` its score min-max normalised over that part's list
-  (0 for a document the part did not return).
+  (0 for a document the part did not return);
+- ``zscore``: sum over parts of ``weight x`` its score in standard deviations of that part's list
+  above the list's lowest score (0 for a document the part did not return). Unlike min-max, one
+  outlying top score does not squash the rest of the list towards 0.
 
 Which combination and which weights: ``nci index build --fusion`` fits them on validation queries
 (:mod:`nci.fusion`) and writes ``fusion.json`` into the index; this module only applies them.
@@ -23,18 +26,19 @@ from nci.retrieval.registry import BuildContext, LoadContext, Method, Option, re
 FUSION = "fusion.json"
 PARTS = ("nci", "dense", "bm25")
 RRF_K = 60
+COMBINATIONS = ("rrf", "score", "zscore")
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    combination: str = "rrf"  # "rrf" or "score"
+    combination: str = "rrf"  # one of COMBINATIONS
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PARTS, 1.0))
     depth: int = 100  # candidates each part ranks (NCI: its beam, unless the request sets one)
     beam: int = 10
 
     def __post_init__(self) -> None:
-        if self.combination not in ("rrf", "score"):
-            raise ValueError(f"combination must be 'rrf' or 'score', got {self.combination!r}")
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"combination must be one of {COMBINATIONS}, got {self.combination!r}")
         if set(self.weights) - set(PARTS):
             raise ValueError(f"weights name unknown parts: {sorted(set(self.weights) - set(PARTS))}")
 
@@ -49,13 +53,25 @@ def fuse(per_part: dict[str, Hits], config: FusionConfig, k: int, source: str = 
         if config.combination == "rrf":
             values = [weight / (RRF_K + rank) for rank in range(1, len(hits) + 1)]
         else:
-            top, bottom = hits[0].score, hits[-1].score
-            span = top - bottom
-            values = [weight * ((h.score - bottom) / span if span > 0 else 1.0) for h in hits]
+            values = [weight * v for v in normalised([h.score for h in hits], config.combination)]
         for h, v in zip(hits, values, strict=True):
             scores[h.doc_id] = scores.get(h.doc_id, 0.0) + v
     ranked = sorted(scores.items(), key=lambda item: -item[1])[:k]
     return [Hit(doc_id, score, source) for doc_id, score in ranked]
+
+
+def normalised(scores: list[float], combination: str) -> list[float]:
+    """One part's scores over its own list, from 0 at its lowest: divided by the list's range
+    (``score``) or by its standard deviation (``zscore``); all 1 when the scores are all equal."""
+    bottom = min(scores)
+    if combination == "score":
+        scale = max(scores) - bottom
+    else:
+        mean = sum(scores) / len(scores)
+        scale = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+    if not scale > 0:
+        return [1.0] * len(scores)
+    return [(s - bottom) / scale for s in scores]
 
 
 @dataclass
