@@ -20,6 +20,7 @@ SQUAD = CorpusStats(documents=2067, mean_words=120, train_queries=8276, other_qu
 SCIFACT = CorpusStats(documents=5183, mean_words=214, train_queries=809, other_queries=300)
 CRANFIELD = CorpusStats(documents=1400, mean_words=120, train_queries=0, other_queries=225)
 FEW_QUERIES = CorpusStats(documents=1400, mean_words=120, train_queries=40, other_queries=225)
+LONG_NO_QUERIES = CorpusStats(documents=1400, mean_words=177, train_queries=0, other_queries=225)
 
 # corpus, --minutes, overrides -> the choices expected (those not named are not checked)
 TABLE = [
@@ -37,6 +38,10 @@ TABLE = [
     ("cranfield: no training queries", CRANFIELD, None, {},
      {"minutes": 15, "windows": (64, 16), "rdrop_alpha": 0.15, "encoder_trainable_layers": 0}),
     ("under 100 training queries count as none", FEW_QUERIES, None, {}, {"rdrop_alpha": 0.15}),
+    ("long documents, no training queries: short windows all the same", LONG_NO_QUERIES, None, {},
+     {"minutes": 15, "windows": (64, 16)}),
+    ("long documents, no training queries, a budget too short to cache both", LONG_NO_QUERIES, 8, {},
+     {"windows": (64,)}),
     ("cranfield with an hour: one trainable layer beside R-drop", CRANFIELD, 60, {},
      {"rdrop_alpha": 0.15, "encoder_trainable_layers": 1}),
     ("k override: leaves follow k", SQUAD, None, {"k": 50}, {"k": 50, "leaf_size": 50}),
