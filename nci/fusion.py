@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) ->
         return {"unavailable": f"needs {' and '.join(missing)}"}
     where, queries, qrels = validation_queries(data, index)
     if not queries:
-        config = FusionConfig(UNFITTED.combination, dict(UNFITTED.weights), depth, beam)
+        config = replace(UNFITTED, depth=depth, beam=beam)
         fitted = {
             "fitted": False,
             "why": "no validation queries (no dev split, no held-out training queries)",

@@ -66,7 +66,7 @@ def cut(data: Path, out: Path, n_queries: int, n_documents: int, seed: int) -> t
     with open(out / "src" / "corpus.jsonl", "w") as f:
         for doc_id, doc in corpus.items():
             if doc_id in keep:
-                f.write(json.dumps({"_id": doc_id, **{k: v for k, v in doc.items() if k != "_id"}}) + "\n")
+                f.write(json.dumps({"_id": doc_id, **doc}) + "\n")
     with open(out / "src" / "queries.jsonl", "w") as f:
         for q in qids:
             f.write(json.dumps({"_id": q, "text": queries[q]}) + "\n")

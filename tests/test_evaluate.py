@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,6 @@ from nci.evaluate import (
     scored_run,
     write_trec_run,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 QRELS = {
     "q1": {"a": 1},  # one relevant document
@@ -82,11 +79,9 @@ def test_trec_run_round_trip(tmp_path):
 
 
 def test_qrels_grades_script_reports_where_each_grade_ranks(tmp_path, capsys):
-    import importlib.util
+    from script_module import load_script
 
-    spec = importlib.util.spec_from_file_location("qrels_grades", REPO / "scripts" / "qrels_grades.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("qrels_grades")
     (tmp_path / "qrels").write_text("1 10 -1\r\n1  11 2\n2 20 -1\n2 21 2\n2 99 4\n")
     (tmp_path / "bm25.trec").write_text(
         "1 Q0 10 1 3.0 bm25\n1 Q0 11 2 2.0 bm25\n2 Q0 21 1 5.0 bm25\n2 Q0 20 2 4.0 bm25\n"

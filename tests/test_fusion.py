@@ -68,7 +68,7 @@ def test_fusion_is_fitted_on_the_dev_split_and_served(tiny_index, tmp_path):
         assert [h["id"] for h in r.json()["results"]] == [h.doc_id for h in hits]
 
 
-def test_without_validation_queries_fusion_is_equal_weights_and_says_so(tiny_index, plain_index):
+def test_without_validation_queries_fusion_is_the_fixed_rule_and_says_so(tiny_index, plain_index):
     from nci.fusion import UNFITTED, fit_fusion
 
     assert "needs nci" in load_index(plain_index).methods()["fusion"]
@@ -84,16 +84,12 @@ def test_without_validation_queries_fusion_is_equal_weights_and_says_so(tiny_ind
 
 
 def test_fusion_variants_script_scores_fixed_rules_on_held_out_judgements(tiny_index, tmp_path):
-    import importlib.util
+    from script_module import load_script
 
     from nci.data import load_qrels, split_queries
     from nci.evaluate import MEASURES, evaluate, ranked_run
 
-    spec = importlib.util.spec_from_file_location(
-        "fusion_variants", Path(__file__).parents[1] / "scripts" / "fusion_variants.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("fusion_variants")
     data = tiny_index.parent / "dev-data"
     out = tmp_path / "variants.json"
     args = ["--index", str(tiny_index), "--data", str(data), "--qrels", str(data / "qrels" / "train.tsv")]

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
+from script_module import load_script
 
 from nci.data import load_qrels, split_queries
 from nci.evaluate import main as evaluate_main
 from nci.train import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ids_probe", REPO / "scripts" / "ids_probe.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
 
 def test_probe_baseline_is_the_projects_dense_search(
     tiny_encoder, synthetic_data, synthetic_embeddings, plain_index, capsys
 ):
-    script = load_script()
+    script = load_script("ids_probe")
     embeddings = np.load(synthetic_embeddings / "embeddings.npy")
     doc_ids = (synthetic_embeddings / "doc_ids.txt").read_text().splitlines()
     row = {d: i for i, d in enumerate(doc_ids)}

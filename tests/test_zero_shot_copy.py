@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 from nci.data import load_corpus, load_qrels, load_queries
 from nci.data.layout import read_qrels_rows
 from nci.recipe import corpus_stats
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location(
-        "zero_shot_copy", Path(__file__).parents[1] / "scripts" / "zero_shot_copy.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _held_out(path: Path) -> dict[str, set[str]]:
@@ -31,7 +22,7 @@ def _held_out(path: Path) -> dict[str, set[str]]:
 
 def test_hidden_queries_leave_the_corpus_and_test_split_alone(synthetic_data, tmp_path):
     out = tmp_path / "zs"
-    assert _script().main(["--data", str(synthetic_data), "--out", str(out)]) == 0
+    assert load_script("zero_shot_copy").main(["--data", str(synthetic_data), "--out", str(out)]) == 0
     assert load_qrels(out / "data", "train") == {}
     assert load_qrels(out / "data", "test") == load_qrels(synthetic_data, "test")
     assert load_corpus(out / "data") == load_corpus(synthetic_data)
@@ -45,7 +36,7 @@ def test_hidden_queries_leave_the_corpus_and_test_split_alone(synthetic_data, tm
 
 
 def test_a_cut_keeps_every_relevant_document_of_its_queries(synthetic_data, tmp_path):
-    script = _script()
+    script = load_script("zero_shot_copy")
     out = tmp_path / "cut"
     assert (
         script.main(
