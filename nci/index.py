@@ -27,6 +27,7 @@ import numpy as np
 from nci.manifest import ArtifactError, atomic_output_dir, fingerprint, read_manifest, write_manifest
 from nci.retrieval import index as R
 from nci.retrieval.dense import default_pq_m
+from nci.retrieval.encoder import QueryEncoder
 from nci.retrieval.registry import BuildContext, get_method, method_names
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class IndexConfig:
     stemmer: str = "english"
     stopwords: str = "en"
     link: bool = True
+    # dense-sentences and bm25-sentences hold one vector / one BM25 row per sentence (five to ten
+    # a document): built only for corpora up to this size.
+    sentence_max_docs: int = 200_000
 
     def __post_init__(self) -> None:
         if self.pq_m is not None and self.pq_m < 1:
@@ -135,6 +139,11 @@ def build_index(
             encoder_dir=query_encoder["path"],
             has_ids=ids is not None,
             has_model=model is not None,
+            encoder=lambda: QueryEncoder(
+                tmp / query_encoder["path"],
+                pooling=query_encoder["pooling"],
+                max_length=query_encoder["max_length"],
+            ),
         )
         for name in method_names():  # registration order is build order
             spec = get_method(name)
@@ -311,6 +320,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (default dim/4)")
     b.add_argument("--copy", action="store_true", help="copy large inputs instead of hard-linking them")
     b.add_argument(
+        "--sentence-max-docs",
+        type=int,
+        default=IndexConfig.sentence_max_docs,
+        help="build dense-sentences and bm25-sentences only for corpora up to this many documents "
+        "(default %(default)s; 0: never)",
+    )
+    b.add_argument(
         "--fusion",
         type=Path,
         default=None,
@@ -328,7 +344,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     if args.command == "build":
-        config = IndexConfig(pq_m=args.pq_m, link=not args.copy)
+        config = IndexConfig(pq_m=args.pq_m, link=not args.copy, sentence_max_docs=args.sentence_max_docs)
         build_index(
             args.data,
             args.embeddings,

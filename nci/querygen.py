@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from nci.data.layout import split_sentences
 from nci.manifest import ArtifactError, Timer, atomic_output_dir, fingerprint, read_manifest, write_manifest
 from nci.shards import (
     Shard,
@@ -145,27 +145,6 @@ class SentenceConfig:
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_words < 1 or self.min_words < 1:
             raise ValueError("n, max_words and min_words must be >= 1")
-
-
-# a sentence ends at . ! or ? (and any closing quotes or brackets) before a space and a capital,
-# a digit or an opening quote
-_SENTENCE_END = re.compile(r"""(?:(?<=[.!?])|(?<=[.!?]["')\]]))\s+(?=["'(\[]?[A-Z0-9])""")
-
-
-def split_sentences(text: str, min_words: int = 1) -> list[str]:
-    """The sentences of ``text``, pieces under ``min_words`` words joined to the next."""
-    out, carry = [], ""
-    for piece in _SENTENCE_END.split(" ".join(text.split())):
-        carry = f"{carry} {piece}".strip()
-        if len(carry.split()) >= min_words:
-            out.append(carry)
-            carry = ""
-    if carry:
-        if out:
-            out[-1] = f"{out[-1]} {carry}"
-        else:
-            out.append(carry)
-    return out
 
 
 def sentences_as_queries(doc_id: str, doc: dict[str, str], config: SentenceConfig) -> list[str]:

@@ -63,7 +63,9 @@ def test_index_with_a_model_offers_nci_and_shares_the_encoder(pipeline):
     index = load_index(pipeline["index"])
     methods = index.methods()
     assert methods.pop("fusion").startswith("not fitted")  # built without --fusion
-    assert methods == {"nci": None, "dense": None, "pq": None, "bm25": None, "nci+dense": None}
+    assert methods == dict.fromkeys(
+        ("nci", "dense", "pq", "bm25", "dense-sentences", "bm25-sentences", "nci+dense")
+    )
     # the untrained model keeps the embedding encoder's weights, so the index stores it once
     assert index.manifest["query_encoder"]["path"] == "model/encoder"
     assert not (pipeline["index"] / "encoder").exists()
@@ -196,7 +198,11 @@ def test_bench_runs_every_method_and_writes_the_three_files(pipeline, tmp_path):
     )
     out = tmp_path / "bench"
     report = run_bench(pipeline["data"], pipeline["fused"], out, config)
-    _check_outputs(out, {"nci", "nci-beam3", "dense", "pq", "bm25", "nci+dense", "fusion"})
+    _check_outputs(
+        out,
+        {"nci", "nci-beam3", "dense", "pq", "bm25", "nci+dense", "fusion"}
+        | {"dense-sentences", "bm25-sentences"},
+    )
     for key, r in report["methods"].items():
         assert METHOD_KEYS <= set(r), key
         assert 0 <= r["success@1"] <= r["success@10"] <= r["success@100"] <= 1

@@ -58,6 +58,9 @@ def test_fusion_is_fitted_on_the_dev_split_and_served(tiny_index, tmp_path):
     info = json.loads((index_dir / "fusion.json").read_text())
     assert info["fitted"] and info["on"] == "the dev split" and info["queries"] == 20
     assert info["value"] >= info["single"]["bm25"] - 1e-9  # BM25 alone is one of the grid's points
+    # the index has the sentence methods: the fit scored them and gave each a weight
+    assert set(info["single"]) == {"nci", "dense", "bm25", "dense-sentences", "bm25-sentences"}
+    assert set(info["weights"]) == set(info["single"])
     index = load_index(index_dir)
     assert index.methods()["fusion"] is None
     hits = index.retriever("fusion").search(["topic 1 mine"], 5)[0]
@@ -81,6 +84,17 @@ def test_without_validation_queries_fusion_is_the_fixed_rule_and_says_so(tiny_in
     # the method reads that rule back as it is written
     config = read_config(copy / "fusion.json")
     assert (config.combination, config.weights) == (UNFITTED.combination, UNFITTED.weights)
+    # an index without the sentence methods (a corpus past sentence_max_docs) drops their weights
+    for method in ("dense-sentences", "bm25-sentences"):
+        manifest["methods"][method] = {"unavailable": "past sentence_max_docs"}
+    manifest["files"]["fusion.json"]["bytes"] = (copy / "fusion.json").stat().st_size
+    (copy / "manifest.json").write_text(json.dumps(manifest))  # as nci index build records them
+    entry = fit_fusion(copy, Path(manifest["inputs"]["data"]["path"]))
+    assert entry["weights"] == {p: UNFITTED.weights[p] for p in ("nci", "dense", "bm25")}
+    manifest["files"]["fusion.json"]["bytes"] = (copy / "fusion.json").stat().st_size
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_index(copy).methods()["fusion"] is None
+    assert load_index(copy).retriever("fusion").search(["topic 1 mine"], 3)[0]
 
 
 def test_fusion_variants_script_scores_fixed_rules_on_held_out_judgements(tiny_index, tmp_path):

@@ -282,3 +282,24 @@ def write_dataset(data: Dataset, out: str | Path) -> None:
             for qid, docs in rels.items():
                 for doc_id, grade in docs.items():
                     f.write(f"{qid}\t{doc_id}\t{grade}\n")
+
+
+# a sentence ends at . ! or ? (and any closing quotes or brackets) before a space and a capital,
+# a digit or an opening quote
+_SENTENCE_END = re.compile(r"""(?:(?<=[.!?])|(?<=[.!?]["')\]]))\s+(?=["'(\[]?[A-Z0-9])""")
+
+
+def split_sentences(text: str, min_words: int = 1) -> list[str]:
+    """The sentences of ``text``, pieces under ``min_words`` words joined to the next."""
+    out, carry = [], ""
+    for piece in _SENTENCE_END.split(" ".join(text.split())):
+        carry = f"{carry} {piece}".strip()
+        if len(carry.split()) >= min_words:
+            out.append(carry)
+            carry = ""
+    if carry:
+        if out:
+            out[-1] = f"{out[-1]} {carry}"
+        else:
+            out.append(carry)
+    return out

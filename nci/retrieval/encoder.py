@@ -20,7 +20,7 @@ class QueryEncoder:
         self.tokenizer, self.model = load_encoder(self.path)
         self.model.eval()
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         import torch
 
         from nci.embed import encode_texts
@@ -33,5 +33,6 @@ class QueryEncoder:
                 pooling=self.pooling,
                 max_length=self.max_length,
                 batch_size=self.batch_size,
+                progress=progress,
             )
         return np.ascontiguousarray(vecs, dtype=np.float32)

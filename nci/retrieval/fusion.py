@@ -1,6 +1,8 @@
 """``fusion``: NCI, dense and BM25 combined, with weights fitted on validation queries.
 
-Each part ranks ``depth`` candidates (NCI: its beam); a document's fused score is
+The parts are NCI, dense and BM25, and, where the index has them, dense-sentences and
+bm25-sentences (each document by its best sentence: :mod:`nci.retrieval.sentences`). Each part
+ranks ``depth`` candidates (NCI: its beam); a document's fused score is
 
 - ``rrf``: sum over parts of ``weight / (60 + rank)`` (reciprocal rank fusion, Cormack et al. 2009);
 - ``score``: sum over parts of ``weight x`` its score min-max normalised over that part's list
@@ -24,7 +26,9 @@ from nci.retrieval.hits import Hit, Hits, resolve_beam
 from nci.retrieval.registry import BuildContext, LoadContext, Method, Option, register
 
 FUSION = "fusion.json"
-PARTS = ("nci", "dense", "bm25")
+PARTS = ("nci", "dense", "bm25")  # the parts every fusion has
+SENTENCE_PARTS = ("dense-sentences", "bm25-sentences")  # parts where the index has them
+ALL_PARTS = PARTS + SENTENCE_PARTS
 RRF_K = 60
 COMBINATIONS = ("rrf", "score", "zscore")
 
@@ -39,8 +43,8 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.combination not in COMBINATIONS:
             raise ValueError(f"combination must be one of {COMBINATIONS}, got {self.combination!r}")
-        if set(self.weights) - set(PARTS):
-            raise ValueError(f"weights name unknown parts: {sorted(set(self.weights) - set(PARTS))}")
+        if set(self.weights) - set(ALL_PARTS):
+            raise ValueError(f"weights name unknown parts: {sorted(set(self.weights) - set(ALL_PARTS))}")
 
 
 def fuse(per_part: dict[str, Hits], config: FusionConfig, k: int, source: str = "fusion") -> Hits:
@@ -113,7 +117,7 @@ def _build(ctx: BuildContext) -> dict[str, Any]:
 
 def _load(ctx: LoadContext) -> FusionRetriever:
     config = read_config(ctx.index.path / FUSION)
-    parts = {p: ctx.component(p) for p in PARTS if config.weights.get(p)}
+    parts = {p: ctx.component(p) for p in ALL_PARTS if config.weights.get(p)}
     return FusionRetriever("fusion", parts, config)
 
 

@@ -97,6 +97,8 @@ class BuildContext:
     encoder_dir: str
     has_ids: bool = False
     has_model: bool = False
+    # The query encoder as a retriever uses it (``encode(texts, progress=...)``), loaded on call.
+    encoder: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -156,10 +158,11 @@ BUILTIN_MODULES = (
     "nci.retrieval.nci",
     "nci.retrieval.dense",
     "nci.retrieval.bm25",
+    "nci.retrieval.sentences",
     "nci.retrieval.hybrid",
     "nci.retrieval.fusion",
 )
-BUILTIN_ORDER = ("nci", "dense", "pq", "bm25", "nci+dense", "fusion")
+BUILTIN_ORDER = ("nci", "dense", "pq", "bm25", "dense-sentences", "bm25-sentences", "nci+dense", "fusion")
 
 
 def register(method: Method, replace: bool = False) -> Method:
