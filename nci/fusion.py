@@ -70,7 +70,6 @@ def validation_queries(data: Path, index: Any) -> tuple[str, dict[str, str], dic
 def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) -> dict[str, Any]:
     """Fit the fusion on the index at ``index_dir``, write ``fusion.json`` there; returns the
     manifest entry of the method."""
-    from nci.evaluate import evaluate, ranked_run
     from nci.retrieval import Searcher, load_index, search_batched
 
     index = load_index(index_dir)
@@ -99,7 +98,7 @@ def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) ->
             )
             for part in parts
         }
-        config, score, table = _grid(per_part, qids, qrels, beam, depth, evaluate, ranked_run)
+        config, score, table = fit_grid(per_part, qids, qrels, beam=beam, depth=depth)
         fitted = {
             "fitted": True,
             "on": where,
@@ -128,11 +127,17 @@ def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) ->
     return {"files": [FUSION], **info}
 
 
-def _grid(
-    per_part, qids, qrels, beam, depth, evaluate, ranked_run
+def fit_grid(
+    per_part: dict[str, list],
+    qids: list[str],
+    qrels: dict[str, dict[str, int]],
+    combinations: tuple[str, ...] = COMBINATIONS,
+    beam: int = 10,
+    depth: int = 100,
 ) -> tuple[FusionConfig, float, dict[str, float]]:
-    """The best (combination, weights) on the validation queries, its score, and each part's own."""
-    from nci.evaluate import MEASURES
+    """The best (combination, weights) on the queries ``qids`` (``per_part[p][i]``: part ``p``'s
+    hits for ``qids[i]``), its nDCG@10, and each part's own."""
+    from nci.evaluate import MEASURES, evaluate, ranked_run
 
     measure = {METRIC: MEASURES[METRIC]}
     parts = list(per_part)
@@ -154,7 +159,7 @@ def _grid(
                 best, best_score = config, value
 
     sentences = tuple(p for p in SENTENCE_PARTS if p in per_part)
-    search(COMBINATIONS, ("nci", "dense"), {"bm25": 1.0, **dict.fromkeys(sentences, 0.0)})
+    search(combinations, ("nci", "dense"), {"bm25": 1.0, **dict.fromkeys(sentences, 0.0)})
     assert best is not None
     if sentences:
         search((best.combination,), sentences, best.weights)

@@ -4,13 +4,14 @@ Runs each part once on the validation queries that ``nci index build --fusion`` 
 split, else the training queries ``nci train`` held out: :func:`nci.fusion.validation_queries`),
 or on the queries judged in ``--qrels`` (for an index built as if its corpus had no queries, the
 judgements it never saw), then re-fuses their lists several ways. Each combination's weights are
-fitted on a grid as the index's fusion does (NCI and dense from {0, 0.25, 0.5, 1, 2, 4} beside
-BM25's 1, best nDCG@10); a logistic regression over per-candidate features (each part: listed,
-min-max score, 1 / rank) is fitted on relevance. A fit scored on the queries it was fitted on
-flatters it, so each is also scored by 2-fold cross-validation (repeated three times with seeded
-splits): fitted on one half of the queries, measured on the other. Fixed rules, which fit
-nothing (the candidates for a corpus without validation queries, :data:`nci.fusion.UNFITTED`),
-are scored on all the queries.
+fitted as the index's fusion fits them (:func:`nci.fusion.fit_grid`: NCI and dense from
+{0, 0.25, 0.5, 1, 2, 4} beside BM25's 1, then the sentence methods' weights where the index has
+them; best nDCG@10), and so is the index's own choice over every combination; a logistic
+regression over per-candidate features (each part: listed, min-max score, 1 / rank) is fitted on
+relevance. A fit scored on the queries it was fitted on flatters it, so each is also scored by
+2-fold cross-validation (repeated three times with seeded splits): fitted on one half of the
+queries, measured on the other. Fixed rules, which fit nothing (the candidates for a corpus
+without validation queries, :data:`nci.fusion.UNFITTED`), are scored on all the queries.
 
     python scripts/fusion_variants.py --index INDEX --data DATA [--qrels FILE] [--limit N] \
         [--nci-beam 10] [--json OUT]
@@ -23,7 +24,6 @@ writes the same figures to a file.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -34,14 +34,15 @@ from sklearn.linear_model import LogisticRegression
 from nci.data import load_queries
 from nci.data.layout import read_qrels_rows
 from nci.evaluate import MEASURES, evaluate, ranked_run
-from nci.fusion import GRID, validation_queries
+from nci.fusion import fit_grid, validation_queries
 from nci.retrieval import Searcher, load_index, search_batched
-from nci.retrieval.fusion import PARTS, FusionConfig, fuse, normalised
+from nci.retrieval.fusion import COMBINATIONS, PARTS, SENTENCE_PARTS, FusionConfig, fuse, normalised
 
 SHOWN = ("success@1", "success@10", "ndcg@10")
+GRIDS = {"rrf": "rrf", "minmax": "score", "zscore": "zscore"}  # row name -> combination
 FOLD_SEEDS = (0, 1, 2)
 # Fixed rules (nothing fitted): every combination with equal weights, with and without NCI, and
-# with NCI at half weight.
+# with NCI at half weight; each also with the sentence methods at weight 1 (where the index has them).
 FIXED = {
     f"{how}, {name}": (how, weights)
     for how in ("rrf", "minmax", "zscore")
@@ -50,6 +51,10 @@ FIXED = {
         ("nci 0.5, dense 1, bm25 1", {"nci": 0.5, "dense": 1.0, "bm25": 1.0}),
         ("dense 1, bm25 1", {"nci": 0.0, "dense": 1.0, "bm25": 1.0}),
     )
+}
+WITH_SENTENCES = {
+    f"{name}, sentences 1": (how, {**weights, **dict.fromkeys(SENTENCE_PARTS, 1.0)})
+    for name, (how, weights) in FIXED.items()
 }
 
 
@@ -62,26 +67,26 @@ def fused(lists: dict, weights: dict[str, float], how: str) -> list[tuple[str, f
 def features(lists: dict) -> tuple[list[str], np.ndarray]:
     """Per candidate: for each part, whether it listed it, its min-max score and 1 / rank."""
     rows: dict[str, np.ndarray] = {}
-    for j, part in enumerate(PARTS):
+    parts = list(lists)
+    for j, part in enumerate(parts):
         hits = lists[part]
         if not hits:
             continue
         values = normalised([h.score for h in hits], "score")
         for rank, (hit, v) in enumerate(zip(hits, values, strict=True), start=1):
-            row = rows.setdefault(hit.doc_id, np.zeros(3 * len(PARTS)))
+            row = rows.setdefault(hit.doc_id, np.zeros(3 * len(parts)))
             row[3 * j : 3 * j + 3] = (1.0, v, 1.0 / rank)
     docs = list(rows)
-    return docs, np.array([rows[d] for d in docs]).reshape(len(docs), 3 * len(PARTS))
+    return docs, np.array([rows[d] for d in docs]).reshape(len(docs), 3 * len(parts))
 
 
 class Study:
     def __init__(self, qids: list[str], qrels: dict, per_part: dict[str, list]):
         self.qids, self.qrels, self.per_part = qids, qrels, per_part
         self.measures = {m: MEASURES[m] for m in SHOWN}
-        self.by_weights: dict[str, list] = {}
 
     def lists(self, i: int) -> dict:
-        return {p: self.per_part[p][i] for p in PARTS}
+        return {p: self.per_part[p][i] for p in self.per_part}
 
     def score(self, rankings: list, idx: list[int]) -> dict[str, float]:
         q = [self.qids[i] for i in idx]
@@ -89,17 +94,16 @@ class Study:
             ranked_run(q, [rankings[i] for i in idx]), {x: self.qrels[x] for x in q}, self.measures
         )
 
-    def grid(self, how: str, fit: list[int]):
-        """Rankings of every query under the weights with the best nDCG@10 on ``fit``."""
-        if how not in self.by_weights:  # every query fused once per grid point
-            self.by_weights[how] = [
-                [
-                    fused(self.lists(i), {"nci": a, "dense": b, "bm25": 1.0}, how)
-                    for i in range(len(self.qids))
-                ]
-                for a, b in itertools.product(GRID, GRID)
-            ]
-        return max(self.by_weights[how], key=lambda rankings: self.score(rankings, fit)["ndcg@10"])
+    def grid(self, combinations: tuple[str, ...], fit: list[int]):
+        """Rankings of every query under the index's grid fitted on the queries ``fit``."""
+        config, _, _ = fit_grid(
+            {p: [hits[i] for i in fit] for p, hits in self.per_part.items()},
+            [self.qids[i] for i in fit],
+            self.qrels,
+            combinations,
+        )
+        lists = (self.lists(i) for i in range(len(self.qids)))
+        return [[(h.doc_id, h.score) for h in fuse(x, config, 100)] for x in lists]
 
     def logistic(self, fit: list[int]):
         feats = [features(self.lists(i)) for i in range(len(self.qids))]
@@ -158,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     qids = list(queries)
     texts = [queries[q] for q in qids]
     searcher = Searcher(index)
+    available = index.methods()
+    parts = PARTS + tuple(p for p in SENTENCE_PARTS if p in available and not available[p])
     per_part = {
         part: search_batched(
             searcher.retriever(part, **({"beam": args.nci_beam} if part == "nci" else {})),
             texts,
             args.nci_beam if part == "nci" else 100,
         )
-        for part in PARTS
+        for part in parts
     }
     study = Study(qids, qrels, per_part)
     everyone = list(range(len(qids)))
@@ -178,18 +184,16 @@ def main(argv: list[str] | None = None) -> int:
         cell = lambda r: " / ".join(f"{r[m]:.3f}" for m in SHOWN) if r else "–"  # noqa: E731
         print(f"| {name} | {cell(on_all)} | {cell(cv)} |", flush=True)
 
-    for part in PARTS:
+    for part in parts:
         row(part, study.score(per_part[part], everyone), None)
-    for name, (how, weights) in FIXED.items():
+    rules = {**FIXED, **(WITH_SENTENCES if set(SENTENCE_PARTS) <= set(parts) else {})}
+    for name, (how, weights) in rules.items():
         rankings = [fused(study.lists(i), weights, how) for i in everyone]
         row(f"fixed: {name}", study.score(rankings, everyone), None)
-    for how in ("rrf", "minmax", "zscore"):
-        fitter = lambda fit, how=how: study.grid(how, fit)  # noqa: E731
-        row(
-            f"{how}, weights on the grid",
-            study.score(fitter(everyone), everyone),
-            study.cross_validated(fitter),
-        )
+    grids = {f"{how}, weights on the grid": (combination,) for how, combination in GRIDS.items()}
+    for name, combinations in {**grids, "the index's fit (every combination)": COMBINATIONS}.items():
+        fitter = lambda fit, c=combinations: study.grid(c, fit)  # noqa: E731
+        row(name, study.score(fitter(everyone), everyone), study.cross_validated(fitter))
     row(
         "logistic regression",
         study.score(study.logistic(everyone), everyone),

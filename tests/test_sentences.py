@@ -76,3 +76,17 @@ def test_sentence_methods_are_not_built_past_the_size_limit(synthetic_data, synt
         assert "sentence_max_docs" in methods[method]
     assert methods["dense"] is None and methods["bm25"] is None
     assert not (out / "sentences").exists()
+
+
+def test_fusion_counts_the_files_of_the_sentence_methods_it_weights(tiny_index, tmp_path):
+    import json
+    import shutil
+
+    copy = shutil.copytree(tiny_index, tmp_path / "index")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for weight, counted in ((1.0, True), (0.0, False)):
+        manifest["methods"]["fusion"]["weights"]["dense-sentences"] = weight
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        files = load_index(copy).method_files("fusion")
+        assert ("sentences/dense.faiss" in files) is counted
+        assert {"dense.faiss", "bm25", "fusion.json"} <= set(files)  # its parts' and its own

@@ -127,9 +127,14 @@ class Index:
         """Index-relative paths a method loads (besides the document store)."""
         self.check_method(method)
         spec = get_method(method)
-        files = list(self.manifest.get("methods", {}).get(method, {}).get("files", []))
+        entry = self.manifest.get("methods", {}).get(method, {})
+        files = list(entry.get("files", []))
         for part in spec.needs:
             files += self.method_files(part)
+        # parts a composed method loads beside its needs when weighted (fusion's sentence methods)
+        for part, weight in (entry.get("weights") or {}).items():
+            if weight and part not in spec.needs:
+                files += self.method_files(part)
         files += spec.extra_files(opts)
         return sorted(set(files)) if spec.needs else list(dict.fromkeys(files))
 
