@@ -14,7 +14,7 @@ queries, measured on the other. Fixed rules, which fit nothing (the candidates f
 without validation queries, :data:`nci.fusion.UNFITTED`), are scored on all the queries.
 
     python scripts/fusion_variants.py --index INDEX --data DATA [--qrels FILE] [--limit N] \
-        [--nci-beam 10] [--json OUT]
+        [--nci-beam 10] [--json OUT] [--fixed-only]
 
 Prints a markdown table: success@1, success@10 and nDCG@10 of each part alone, of each fixed
 rule, and of each combination fitted on all the queries and under cross-validation; ``--json``
@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="at most this many of --qrels' queries (a seeded sample)")
     p.add_argument("--nci-beam", type=int, default=10, help="NCI's beam, its list's length (default 10)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument(
+        "--fixed-only", action="store_true", help="score the parts and the fixed rules only (no fitting)"
+    )
     args = p.parse_args(argv)
     index = load_index(args.index)
     if args.qrels:
@@ -190,15 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, (how, weights) in rules.items():
         rankings = [fused(study.lists(i), weights, how) for i in everyone]
         row(f"fixed: {name}", study.score(rankings, everyone), None)
-    grids = {f"{how}, weights on the grid": (combination,) for how, combination in GRIDS.items()}
-    for name, combinations in {**grids, "the index's fit (every combination)": COMBINATIONS}.items():
-        fitter = lambda fit, c=combinations: study.grid(c, fit)  # noqa: E731
-        row(name, study.score(fitter(everyone), everyone), study.cross_validated(fitter))
-    row(
-        "logistic regression",
-        study.score(study.logistic(everyone), everyone),
-        study.cross_validated(study.logistic),
-    )
+    if not args.fixed_only:
+        grids = {f"{how}, weights on the grid": (combination,) for how, combination in GRIDS.items()}
+        for name, combinations in {**grids, "the index's fit (every combination)": COMBINATIONS}.items():
+            fitter = lambda fit, c=combinations: study.grid(c, fit)  # noqa: E731
+            row(name, study.score(fitter(everyone), everyone), study.cross_validated(fitter))
+        row(
+            "logistic regression",
+            study.score(study.logistic(everyone), everyone),
+            study.cross_validated(study.logistic),
+        )
     if args.json:
         args.json.write_text(
             json.dumps({"queries": len(qids), "on": where, "figures": figures}, indent=2) + "\n"
