@@ -128,3 +128,8 @@ def test_fusion_variants_script_scores_fixed_rules_on_held_out_judgements(tiny_i
     for name in [*grids, "the index's fit (every combination)"]:
         assert figures[name]["all"]["ndcg@10"] >= figures["bm25"]["all"]["ndcg@10"] - 1e-9
         assert figures[name]["cross_validated"] is not None
+    # --fixed-only: the same parts and fixed rules, nothing fitted
+    assert script.main([*args, "--limit", "30", "--fixed-only", "--json", str(out)]) == 0
+    fixed = json.loads(out.read_text())["figures"]
+    assert not any("grid" in name or "fit" in name or "logistic" in name for name in fixed)
+    assert fixed["fixed: zscore, dense 1, bm25 1"] == figures["fixed: zscore, dense 1, bm25 1"]
