@@ -90,3 +90,11 @@ def test_fusion_counts_the_files_of_the_sentence_methods_it_weights(tiny_index, 
         files = load_index(copy).method_files("fusion")
         assert ("sentences/dense.faiss" in files) is counted
         assert {"dense.faiss", "bm25", "fusion.json"} <= set(files)  # its parts' and its own
+
+
+def test_a_corpus_with_every_document_deleted_returns_nothing(plain_index):
+    index = load_index(plain_index)
+    searcher = Searcher(index)
+    searcher.remove(list(index.doc_ids))
+    for method in SENTENCE_METHODS:
+        assert searcher.search(method, ["topic 1"], 5) == [[]]

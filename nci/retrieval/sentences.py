@@ -75,6 +75,8 @@ class BestSentence:
         if not queries:
             return []
         total = sum(self.counts.values())
+        if not total:  # no live document has a sentence
+            return [[] for _ in queries]
         depth = min(4 * k, total)
         while True:
             lists = self.inner.search(queries, depth)
