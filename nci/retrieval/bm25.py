@@ -124,12 +124,12 @@ def build_bm25(
     return len(tokens.vocab)
 
 
-def _build(ctx: BuildContext) -> dict[str, Any]:
-    cfg = ctx.config
-    log.info("BM25 over %d documents", len(ctx.doc_ids))
+def index_bm25(texts: list[str], out: Path, cfg: Any) -> dict[str, Any]:
+    """Index ``texts`` into ``out`` with the BM25 settings of an ``IndexConfig``; returns the
+    settings and vocabulary size for the method's manifest entry."""
     vocab = build_bm25(
-        ctx.texts(),
-        ctx.out / BM25,
+        texts,
+        out,
         k1=cfg.bm25_k1,
         b=cfg.bm25_b,
         method=cfg.bm25_method,
@@ -137,7 +137,6 @@ def _build(ctx: BuildContext) -> dict[str, Any]:
         stopwords=cfg.stopwords,
     )
     return {
-        "files": [BM25],
         "stemmer": cfg.stemmer,
         "stopwords": cfg.stopwords,
         "k1": cfg.bm25_k1,
@@ -147,31 +146,46 @@ def _build(ctx: BuildContext) -> dict[str, Any]:
     }
 
 
-def _load(ctx: LoadContext) -> BM25Retriever:
+def open_bm25(
+    name: str,
+    path: Path,
+    info: dict[str, Any],
+    doc_ids: list[str],
+    live_texts: Callable[[], tuple[list[str], list[str]]],
+) -> BM25Retriever:
+    """The retriever over the bm25s index at ``path``, with the settings its manifest entry
+    ``info`` records (:func:`index_bm25`)."""
     import bm25s
 
-    index, corpus = ctx.index, ctx.corpus
-    info = index.manifest["methods"]["bm25"]
     try:
-        model = bm25s.BM25.load(str(index.path / BM25), mmap=True, show_progress=False)
+        model = bm25s.BM25.load(str(path), mmap=True, show_progress=False)
     except (OSError, ValueError, KeyError) as e:
-        raise ArtifactError(
-            f"{index.path / BM25}: cannot load the BM25 index ({e}); rebuild the index"
-        ) from e
-
-    def live_texts() -> tuple[list[str], list[str]]:
-        doc_ids = list(corpus.store)
-        return doc_ids, [corpus.text(d) for d in doc_ids]
-
+        raise ArtifactError(f"{path}: cannot load the BM25 index ({e}); rebuild the index") from e
     return BM25Retriever(
-        "bm25",
+        name,
         model,
-        index.doc_ids,
+        doc_ids,
         stopwords=info["stopwords"],
         stemmer_language=info["stemmer"],
         params={key: info[key] for key in ("k1", "b", "variant") if key in info},
         live_texts=live_texts,
     )
+
+
+def _build(ctx: BuildContext) -> dict[str, Any]:
+    log.info("BM25 over %d documents", len(ctx.doc_ids))
+    return {"files": [BM25], **index_bm25(ctx.texts(), ctx.out / BM25, ctx.config)}
+
+
+def _load(ctx: LoadContext) -> BM25Retriever:
+    index, corpus = ctx.index, ctx.corpus
+
+    def live_texts() -> tuple[list[str], list[str]]:
+        doc_ids = list(corpus.store)
+        return doc_ids, [corpus.text(d) for d in doc_ids]
+
+    info = index.manifest["methods"]["bm25"]
+    return open_bm25("bm25", index.path / BM25, info, index.doc_ids, live_texts)
 
 
 register(

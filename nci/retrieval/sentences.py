@@ -161,33 +161,15 @@ def _build_dense(ctx: BuildContext) -> dict[str, Any]:
 
 
 def _build_bm25(ctx: BuildContext) -> dict[str, Any]:
-    from nci.retrieval.bm25 import build_bm25
+    from nci.retrieval.bm25 import index_bm25
 
     found = _sentences(ctx)
     if isinstance(found, str):
         return {"unavailable": found}
     rows, sentences = found
-    cfg = ctx.config
     log.info("bm25-sentences: %d sentences", len(sentences))
-    build_bm25(
-        sentences,
-        ctx.out / BM25,
-        k1=cfg.bm25_k1,
-        b=cfg.bm25_b,
-        method=cfg.bm25_method,
-        stemmer=cfg.stemmer,
-        stopwords=cfg.stopwords,
-    )
-    return {
-        "files": [ROWS, BM25],
-        "sentences": len(rows),
-        "min_words": MIN_WORDS,
-        "stemmer": cfg.stemmer,
-        "stopwords": cfg.stopwords,
-        "k1": cfg.bm25_k1,
-        "b": cfg.bm25_b,
-        "variant": cfg.bm25_method,
-    }
+    settings = index_bm25(sentences, ctx.out / BM25, ctx.config)
+    return {"files": [ROWS, BM25], "sentences": len(rows), "min_words": MIN_WORDS, **settings}
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -212,20 +194,10 @@ def _load_dense(ctx: LoadContext) -> BestSentence:
 
 
 def _load_bm25(ctx: LoadContext) -> BestSentence:
-    import bm25s
-
-    from nci.manifest import ArtifactError
-    from nci.retrieval.bm25 import BM25Retriever
+    from nci.retrieval.bm25 import open_bm25
 
     index, corpus = ctx.index, ctx.corpus
-    info = index.manifest["methods"]["bm25-sentences"]
     keys, counts = _rows(index.path)
-    try:
-        model = bm25s.BM25.load(str(index.path / BM25), mmap=True, show_progress=False)
-    except (OSError, ValueError, KeyError) as e:
-        raise ArtifactError(
-            f"{index.path / BM25}: cannot load the BM25 index ({e}); rebuild the index"
-        ) from e
 
     def live_texts() -> tuple[list[str], list[str]]:
         live_keys, texts = [], []
@@ -235,15 +207,8 @@ def _load_bm25(ctx: LoadContext) -> BestSentence:
                 texts.append(s)
         return live_keys, texts
 
-    inner = BM25Retriever(
-        "bm25-sentences",
-        model,
-        keys,
-        stopwords=info["stopwords"],
-        stemmer_language=info["stemmer"],
-        params={key: info[key] for key in ("k1", "b", "variant") if key in info},
-        live_texts=live_texts,
-    )
+    info = index.manifest["methods"]["bm25-sentences"]
+    inner = open_bm25("bm25-sentences", index.path / BM25, info, keys, live_texts)
     return BestSentence("bm25-sentences", inner, counts)
 
 
