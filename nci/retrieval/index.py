@@ -12,6 +12,8 @@ An index directory (written by ``nci index build``) holds everything a search ne
     dense.faiss        exact inner product (IndexFlatIP)
     pq.faiss           4-bit product quantization, fast-scan (PQ{M}x4fs): the Bolt-style baseline
     bm25/              BM25 index (bm25s format)
+    sentences/         dense-sentences and bm25-sentences: doc_ids.txt (the document of each
+                       sentence), dense.faiss (sentence vectors), bm25/ (BM25 over sentences)
     ids/               semantic ids and the docid trie (nci ids build)
     model/             the NCI model (nci train)
     nci_heads/         the NCI decoder's output row per trie edge (weight.npy, bias.npy), computed
