@@ -67,17 +67,23 @@ def validation_queries(data: Path, index: Any) -> tuple[str, dict[str, str], dic
     return "", {}, {}
 
 
+def fusion_parts(index: Any) -> tuple[str, ...]:
+    """The parts a fusion over ``index`` combines: NCI, dense and BM25, and the sentence methods
+    where the index has them."""
+    available = index.methods()
+    return PARTS + tuple(p for p in SENTENCE_PARTS if p in available and not available[p])
+
+
 def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) -> dict[str, Any]:
     """Fit the fusion on the index at ``index_dir``, write ``fusion.json`` there; returns the
     manifest entry of the method."""
     from nci.retrieval import Searcher, load_index, search_batched
 
     index = load_index(index_dir)
-    available = index.methods()
-    missing = [m for m in PARTS if available.get(m)]
+    missing = [m for m in PARTS if index.methods().get(m)]
     if missing:
         return {"unavailable": f"needs {' and '.join(missing)}"}
-    parts = PARTS + tuple(p for p in SENTENCE_PARTS if p in available and not available[p])
+    parts = fusion_parts(index)
     where, queries, qrels = validation_queries(data, index)
     if not queries:
         weights = {p: w for p, w in UNFITTED.weights.items() if p in parts}

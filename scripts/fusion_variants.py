@@ -34,9 +34,9 @@ from sklearn.linear_model import LogisticRegression
 from nci.data import load_queries
 from nci.data.layout import read_qrels_rows
 from nci.evaluate import MEASURES, evaluate, ranked_run
-from nci.fusion import fit_grid, validation_queries
+from nci.fusion import fit_grid, fusion_parts, validation_queries
 from nci.retrieval import Searcher, load_index, search_batched
-from nci.retrieval.fusion import COMBINATIONS, PARTS, SENTENCE_PARTS, FusionConfig, fuse, normalised
+from nci.retrieval.fusion import COMBINATIONS, SENTENCE_PARTS, FusionConfig, fuse, normalised
 
 SHOWN = ("success@1", "success@10", "ndcg@10")
 GRIDS = {"rrf": "rrf", "minmax": "score", "zscore": "zscore"}  # row name -> combination
@@ -165,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     qids = list(queries)
     texts = [queries[q] for q in qids]
     searcher = Searcher(index)
-    available = index.methods()
-    parts = PARTS + tuple(p for p in SENTENCE_PARTS if p in available and not available[p])
+    parts = fusion_parts(index)
     per_part = {
         part: search_batched(
             searcher.retriever(part, **({"beam": args.nci_beam} if part == "nci" else {})),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,18 @@ def document_sentences(title: str, text: str) -> list[str]:
     return split_sentences(document_text({"title": title, "text": text}), MIN_WORDS)
 
 
+def sentence_key(doc_id: str, n: int) -> str:
+    """The key of a document's ``n``-th sentence: "<doc id>\\t<n>"."""
+    return f"{doc_id}{SEP}{n}"
+
+
 def sentence_keys(rows: Sequence[str]) -> list[str]:
-    """Keys of sentences listed by document (``doc_ids.txt`` rows): "<doc id>\\t<n>"."""
+    """Keys of sentences listed by document (``doc_ids.txt`` rows)."""
     seen: dict[str, int] = {}
     keys = []
     for doc_id in rows:
         n = seen.get(doc_id, 0)
-        keys.append(f"{doc_id}{SEP}{n}")
+        keys.append(sentence_key(doc_id, n))
         seen[doc_id] = n + 1
     return keys
 
@@ -70,11 +75,15 @@ class BestSentence:
     inner: Any  # FaissRetriever or BM25Retriever over sentence keys
     counts: dict[str, int]
     encode: Any = None
+    total: int = field(init=False)  # live sentences: sum of counts, kept by add and remove
+
+    def __post_init__(self) -> None:
+        self.total = sum(self.counts.values())
 
     def search(self, queries: list[str], k: int) -> list[Hits]:
         if not queries:
             return []
-        total = sum(self.counts.values())
+        total = self.total
         if not total:  # no live document has a sentence
             return [[] for _ in queries]
         depth = min(4 * k, total)
@@ -101,17 +110,19 @@ class BestSentence:
         for d in documents:
             sentences = document_sentences(d.title, d.text)
             self.counts[d.doc_id] = len(sentences)
+            self.total += len(sentences)
             vectors = [None] * len(sentences)
             if self.encode is not None and sentences:
                 vectors = list(self.encode(sentences))
             live += [
-                LiveDocument(f"{d.doc_id}{SEP}{i}", "", s, v)
+                LiveDocument(sentence_key(d.doc_id, i), "", s, v)
                 for i, (s, v) in enumerate(zip(sentences, vectors, strict=True))
             ]
         self.inner.add(live)
 
     def remove(self, doc_ids: Sequence[str]) -> None:
-        keys = [f"{d}{SEP}{i}" for d in doc_ids for i in range(self.counts.pop(d, 0))]
+        keys = [sentence_key(d, i) for d in doc_ids for i in range(self.counts.pop(d, 0))]
+        self.total -= len(keys)
         self.inner.remove(keys)
 
     def refresh(self) -> None:
@@ -203,7 +214,7 @@ def _load_bm25(ctx: LoadContext) -> BestSentence:
         live_keys, texts = [], []
         for doc_id, doc in corpus.store.items():
             for i, s in enumerate(document_sentences(doc.get("title", ""), doc.get("text", ""))):
-                live_keys.append(f"{doc_id}{SEP}{i}")
+                live_keys.append(sentence_key(doc_id, i))
                 texts.append(s)
         return live_keys, texts
 
