@@ -187,8 +187,11 @@ def why_run(out: Path, step: Step) -> str | None:
     except ArtifactError as e:
         return str(e)
     recorded = manifest.get("config") or {}
+    defaults = {f.name: f.default for f in dataclasses.fields(step.config)}
     for name, wanted in _plain(step.config).items():
-        if wanted not in (None, "auto") and recorded.get(name) != wanted:
+        # a field the manifest does not record is newer than the artifact: it ran as the default
+        got = recorded.get(name, defaults[name])
+        if wanted not in (None, "auto") and got != wanted:
             return f"{name} {recorded.get(name)!r} -> {wanted!r}"
     inputs = manifest.get("inputs") or {}
     if set(inputs) != set(step.inputs):

@@ -105,6 +105,13 @@ def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.Abs
 # same code serves teacher forcing and batched beam search without repeating the encoder memory.
 
 
+def pooled_query(memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+    """The unit-length mean of a query's memory ``[B, L, d]`` over its tokens: with the encoder's
+    own width, its sentence embedding, in the space of the documents' embeddings."""
+    m = memory_mask.unsqueeze(-1).to(memory.dtype)
+    return F.normalize((memory * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
+
+
 class SelfAttention(nn.Module):
     """Causal self-attention over the docid prefix, with a key/value cache for decoding."""
 
@@ -375,10 +382,7 @@ class NCIModel(nn.Module):
 
     def start(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> DecoderCache:
         """Per-query decoder state: cross-attention keys/values and the pooled query."""
-        query = None
-        if self.config.centroid_prior:
-            m = memory_mask.unsqueeze(-1).to(memory.dtype)
-            query = F.normalize((memory * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
+        query = pooled_query(memory, memory_mask) if self.config.centroid_prior else None
         memory = self.memory_ln(memory)
         return DecoderCache(
             memory_kv=[block.cross.memory_kv(memory) for block in self.blocks],

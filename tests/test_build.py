@@ -4,6 +4,7 @@ only the stages from there, an interrupted training that resumes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -184,6 +185,27 @@ def test_second_run_skips_every_stage(built, synthetic_data, tiny_encoder, capsy
     assert B.main([*args, "--train-minutes", "0.5", "--windows", "64,16", *TINY_TRAIN]) == 0
     plan = capsys.readouterr().out
     assert "emb    skipped" in plan and "daq16  no manifest yet" in plan and "model  skipped" not in plan
+
+
+def test_a_manifest_older_than_a_config_field_counts_it_at_its_default(built, tmp_path):
+    """An artifact written before a field existed ran as that field's default: it matches the
+    default and no other value."""
+    from nci.train.config import TrainConfig
+
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    del manifest["config"]["contrastive_weight"]
+    (out / "model" / "manifest.json").write_text(json.dumps(manifest))
+    config = TrainConfig(
+        **{k: v for k, v in manifest["config"].items() if k in TrainConfig.__dataclass_fields__}
+    )
+    inputs = {name: Path(entry["path"]) for name, entry in manifest["inputs"].items()}
+    assert B.why_run(out, B.Step("model", "train", config, inputs, lambda _: 0)) is None
+    changed = B.Step(
+        "model", "train", dataclasses.replace(config, contrastive_weight=1.0), inputs, lambda _: 0
+    )
+    assert B.why_run(out, changed) == "contrastive_weight None -> 1.0"
 
 
 def test_a_changed_choice_reruns_only_the_stages_from_there(built, synthetic_data, tiny_encoder, tmp_path):

@@ -460,3 +460,74 @@ def test_time_budget_stops_cleanly_and_still_writes_the_model(inputs, tmp_path):
     assert manifest["stopped"] == "max_minutes" and manifest["counts"]["steps"] == 1
     assert (out / "checkpoint" / "last" / "state.json").is_file()
     NCIModel.from_pretrained(out)
+
+
+def test_contrastive_loss_is_the_cross_entropy_of_each_query_over_the_documents(monkeypatch):
+    import torch.nn.functional as F
+
+    from nci.train import loss as loss_module
+
+    torch.manual_seed(0)
+    docs_vectors = F.normalize(torch.randn(6, 8), dim=-1)
+    query = F.normalize(torch.randn(4, 8), dim=-1)  # two passes of two rows
+    docs = torch.tensor([3, 5])
+    # one real row: the padding row's document plays no part
+    got = loss_module.contrastive_loss(query, docs_vectors, docs, n_real=1, scale=20.0)
+    logits = 20.0 * query @ docs_vectors.T
+    want = F.cross_entropy(logits[[0, 2]], torch.tensor([3, 3]))
+    torch.testing.assert_close(got, want)
+    # above the cap the candidates are the batch's documents and a sample: the loss is the
+    # cross-entropy over that subset, with each row's label on its own document
+    monkeypatch.setattr(loss_module, "CONTRAST_MAX_DOCS", 2)
+    torch.manual_seed(1)
+    sampled = loss_module.contrastive_loss(query, docs_vectors, docs, n_real=2, scale=20.0)
+    torch.manual_seed(1)
+    candidates = torch.unique(torch.cat([docs, torch.randint(6, (2,))]))
+    sub = 20.0 * query @ docs_vectors[candidates].T
+    labels = torch.tensor([(candidates == d).nonzero().item() for d in docs.tolist()])
+    torch.testing.assert_close(sampled, F.cross_entropy(sub, labels.repeat(2)))
+
+
+def test_contrastive_term_pulls_the_pooled_query_toward_its_document(inputs, tmp_path):
+    """With --contrastive-weight, a run trains the top encoder layer so that the training inputs'
+    pooled queries score their own documents higher (a lower contrastive loss) than a run
+    without it; a frozen encoder is refused."""
+    from nci.model import NCIModel, pooled_query
+    from nci.semantic_ids import load_semantic_ids
+    from nci.train.config import TrainConfig as Config
+    from nci.train.data import load_training_data
+    from nci.train.loss import contrastive_loss
+
+    sem = load_semantic_ids(inputs["ids"])
+    data = load_training_data(inputs["data"], sem, [inputs["daq"]], Config())
+    centroids = torch.from_numpy(np.array(sem.centroids)[data.nodes[:, -1]])
+    vectors = torch.nn.functional.normalize(centroids, dim=-1)
+    texts = [data.texts[i] for i in data.example_text[:64]]
+    docs = torch.from_numpy(data.example_doc[:64])
+
+    def loss(out: Path) -> float:
+        model = NCIModel.from_pretrained(out).eval()
+        batch = model.tokenize(texts)
+        memory, mask = model.encode(batch["input_ids"], batch["attention_mask"])
+        return float(contrastive_loss(pooled_query(memory, mask), vectors, docs, len(docs)))
+
+    common = [
+        "--epochs",
+        "3",
+        "--encoder-trainable-layers",
+        "1",
+        "--encoder-lr",
+        "1e-2",
+        "--rdrop-alpha",
+        "0",
+    ]
+    assert main(tiny_args(inputs, tmp_path / "plain", *common)) == 0
+    assert main(tiny_args(inputs, tmp_path / "contrast", *common, "--contrastive-weight", "1")) == 0
+    assert loss(tmp_path / "contrast") < 0.8 * loss(tmp_path / "plain")
+    with pytest.raises(SystemExit) as e:
+        main(
+            tiny_args(
+                inputs, tmp_path / "frozen", "--contrastive-weight", "1", "--encoder-trainable-layers", "0"
+            )
+        )
+    assert e.value.code == 2

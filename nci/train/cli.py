@@ -75,6 +75,13 @@ def _add_optimisation_arguments(o: Any) -> None:
     _option(o, "--grad-clip", "gradient norm clip, 0 = off", type=float)
     _option(o, "--rdrop-alpha", "weight of the R-drop KL term; 0 turns R-drop off", type=float)
     _option(o, "--label-smoothing", type=float)
+    _option(
+        o,
+        "--contrastive-weight",
+        "weight of a contrastive term between the pooled query and every document's embedding "
+        "(0 = off; needs trainable encoder layers)",
+        type=float,
+    )
     _option(o, "--source-weights", "per-source epoch weights; unnamed sources weigh 1")
     _switch(
         o,

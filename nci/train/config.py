@@ -29,6 +29,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     rdrop_alpha: float = 0.15
     label_smoothing: float = 0.0
+    # weight of a contrastive term: the pooled query against every document's embedding (its
+    # leaf centroid), temperature 1 / contrastive_scale; 0 = off. Needs trainable encoder layers.
+    contrastive_weight: float = 0.0
     dropout: float = 0.1
     # None = 0 (frozen, cached states) on CPU, -1 (whole encoder) on CUDA
     encoder_trainable_layers: int | None = None
@@ -57,6 +60,8 @@ class TrainConfig:
             raise ValueError("epochs and batch size must be at least 1")
         if self.rdrop_alpha < 0 or not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
             raise ValueError("rdrop_alpha must be >= 0; label_smoothing and dropout within [0, 1)")
+        if self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be within [0, 1), got {self.val_fraction}")
         parse_source_weights(self.source_weights)

@@ -31,7 +31,7 @@ from nci.train.config import TrainConfig, amp_context, resolve_config
 from nci.train.data import epoch_batches, epoch_order
 from nci.train.ddp import StopFlag, all_max, all_sum, barrier, init_distributed, rank_part
 from nci.train.finish import write_model
-from nci.train.loss import rdrop_loss
+from nci.train.loss import contrastive_loss, rdrop_loss
 from nci.train.prepare import Run, build_run, pick_device, settle_output
 from nci.train.validate import fmt, is_better, plot_curve, success_at, write_metrics
 
@@ -223,11 +223,15 @@ def train_step(run: Run, rows: np.ndarray, n_real: int, positions: float | None)
     factor = lr_factor(run.sched.step, run.sched.total_steps, cfg.warmup_steps, cfg.min_lr_ratio)
     for group in run.optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
+    contrast = run.doc_vectors is not None
     with amp_context(device, cfg.precision):
-        logits = run.forward(feats, targets, nodes, cfg.rdrop_alpha > 0)
+        out = run.forward(feats, targets, nodes, cfg.rdrop_alpha > 0, pooled=contrast)
+    logits, query = out if contrast else (out, None)
     labels = choice_labels(targets, model.config.k)
     labels[n_real:] = -100  # padding rows
     loss, ce, kl = rdrop_loss(logits, labels, cfg.rdrop_alpha, cfg.label_smoothing, positions)
+    if query is not None:
+        loss = loss + cfg.contrastive_weight * contrastive_loss(query, run.doc_vectors, docs, n_real)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:

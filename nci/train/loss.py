@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nci.model import NCIModel
+from nci.model import NCIModel, pooled_query
+
+# the contrastive term scores every document up to this many, else the batch's documents and a
+# random sample of this many others
+CONTRAST_MAX_DOCS = 65_536
 
 
 def rdrop_loss(
@@ -44,6 +48,27 @@ def rdrop_loss(
     return ce + alpha * kl, ce.detach(), kl.detach()
 
 
+def contrastive_loss(
+    query: torch.Tensor, doc_vectors: torch.Tensor, docs: torch.Tensor, n_real: int, scale: float = 20.0
+) -> torch.Tensor:
+    """Cross-entropy of each query's document among the documents, by ``scale`` times the cosine
+    of the pooled query ``query`` [passes * B, d] and the unit document vectors ``doc_vectors``
+    [n_docs, d]; ``docs`` [B] are the rows' documents, of which the first ``n_real`` are real (the
+    rest is padding). Above :data:`CONTRAST_MAX_DOCS` documents the candidates are the batch's
+    documents and a random sample."""
+    docs = docs.to(query.device)
+    n_docs = doc_vectors.shape[0]
+    if n_docs > CONTRAST_MAX_DOCS:
+        sample = torch.randint(n_docs, (CONTRAST_MAX_DOCS,), device=query.device)
+        candidates, inverse = torch.unique(torch.cat([docs, sample]), return_inverse=True)
+        docs, doc_vectors = inverse[: len(docs)], doc_vectors[candidates]
+    passes = len(query) // len(docs)
+    labels = docs.clone()
+    labels[n_real:] = -100
+    logits = scale * query.float() @ doc_vectors.T
+    return F.cross_entropy(logits, labels.repeat(passes), ignore_index=-100)
+
+
 class TrainingForward(nn.Module):
     """Features -> compact logits, with R-drop's second pass in the same batch. One module so
     that DistributedDataParallel sees the whole trainable computation in ``forward``."""
@@ -53,14 +78,23 @@ class TrainingForward(nn.Module):
         self.model = model
 
     def forward(
-        self, features: dict[str, torch.Tensor], targets: torch.Tensor, nodes: torch.Tensor, twice: bool
-    ) -> torch.Tensor:
+        self,
+        features: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        nodes: torch.Tensor,
+        twice: bool,
+        pooled: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Compact logits; with ``pooled``, also each pass's pooled query (:func:`pooled_query`)."""
         nodes = nodes if self.model.config.centroid_prior else None
         passes = 2 if twice else 1
         if "states" in features and self.model.config.encoder_trainable_layers == 0:
             # frozen encoder: both passes share one memory (and its attention keys and values)
             memory, mask = self.model.encode_top(features["states"], features["attention_mask"])
-            return self.model(memory, mask, targets, nodes, passes=passes)
+            logits = self.model(memory, mask, targets, nodes, passes=passes)
+            if pooled:
+                return logits, pooled_query(memory, mask).repeat(passes, 1)
+            return logits
         # trainable encoder layers: each pass gets its own encoder dropout
         features = {k: v.repeat(passes, *[1] * (v.dim() - 1)) for k, v in features.items()}
         targets = targets.repeat(passes, 1)
@@ -69,4 +103,5 @@ class TrainingForward(nn.Module):
             memory, mask = self.model.encode_top(features["states"], features["attention_mask"])
         else:
             memory, mask = self.model.encode_train(features["input_ids"], features["attention_mask"])
-        return self.model(memory, mask, targets, nodes)
+        logits = self.model(memory, mask, targets, nodes)
+        return (logits, pooled_query(memory, mask)) if pooled else logits

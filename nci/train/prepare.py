@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nci.decoding import TrieTensors
@@ -67,6 +68,7 @@ class Run:
     data_digest: str
     n_trainable: int
     cache_seconds: float
+    doc_vectors: torch.Tensor | None = None  # [n_docs, d] unit embeddings, for the contrastive term
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     stopped: str = "epochs"
@@ -171,10 +173,33 @@ def build_run(
         data_digest=data_digest,
         n_trainable=n_trainable,
         cache_seconds=cache_seconds,
+        doc_vectors=contrast_vectors(sem, tdata, model, cfg, device),
     )
     if state is not None:
         restore(run, state)
     return run
+
+
+def contrast_vectors(
+    sem: Any, tdata: TrainingData, model: NCIModel, cfg: TrainConfig, device: torch.device
+) -> torch.Tensor | None:
+    """Each document's unit embedding (its own trie node's centroid), for ``--contrastive-weight``;
+    None when the term is off."""
+    if cfg.contrastive_weight <= 0:
+        return None
+    if model.config.encoder_trainable_layers == 0:
+        raise ValueError(
+            "--contrastive-weight trains the pooled query, which a frozen encoder does not change; "
+            "give --encoder-trainable-layers 1 or more"
+        )
+    centroids = np.asarray(sem.centroids)
+    if centroids.shape[1] != model.config.d_model:
+        raise ValueError(
+            f"--contrastive-weight: the ids' embeddings are {centroids.shape[1]}-d, the decoder "
+            f"{model.config.d_model}-d; the term needs them equal"
+        )
+    vectors = torch.from_numpy(np.array(centroids[tdata.nodes[:, -1]], dtype=np.float32))
+    return F.normalize(vectors, dim=-1).to(device)
 
 
 def _check_inputs(tdata: TrainingData, cfg: TrainConfig, state: dict[str, Any] | None) -> tuple[str, str]:
