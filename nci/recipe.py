@@ -38,6 +38,13 @@ IDS_S_PER_DOC = 0.0003
 INDEX_S = 10.0
 INDEX_S_PER_DOC = 0.004
 FUSION_S_PER_QUERY = 0.05
+# The sentence methods (for corpora up to IndexConfig.sentence_max_docs) encode every sentence
+# with the query encoder: SciFact's 49,992 in about 310 s (6.2 ms each; its index stage took 325 s
+# at a4c6073), SQuAD's 10,421 within a 92 s index stage. Sentences average 22 words (SciFact) to
+# 25 (SQuAD); Cranfield's abstracts, with little punctuation, split into fewer, so this is an
+# upper bound there.
+SENTENCE_S = 0.0065
+WORDS_PER_SENTENCE = 22
 # Final comparison: nci, dense, bm25 and fusion (= nci + dense + bm25 again) on every other query,
 # in batches of 64 (SQuAD: nci-beam10 74 queries/s, dense 130/s).
 COMPARE_S_PER_QUERY = 0.06
@@ -170,10 +177,24 @@ def fixed_costs(stats: CorpusStats, slow: float = 1.0) -> dict[str, float]:
         "embed": stats.documents * per_doc * slow,
         "ids": 1.0 + stats.documents * IDS_S_PER_DOC,
         "querygen": 1.0 + stats.documents * 0.001,
-        "index": INDEX_S + stats.documents * INDEX_S_PER_DOC + fusion_queries * FUSION_S_PER_QUERY,
+        "index": INDEX_S
+        + stats.documents * INDEX_S_PER_DOC
+        + fusion_queries * FUSION_S_PER_QUERY
+        + sentence_seconds(stats, slow),
         "compare": stats.other_queries * COMPARE_S_PER_QUERY,
         "overhead": OVERHEAD_S,
     }
+
+
+def sentence_seconds(stats: CorpusStats, slow: float = 1.0) -> float:
+    """Estimated seconds to encode the sentences of the sentence methods (0 above the index's
+    ``sentence_max_docs``, where it builds none)."""
+    from nci.index import IndexConfig
+
+    if stats.documents > IndexConfig.sentence_max_docs:
+        return 0.0
+    sentences = stats.documents * max(1.0, stats.mean_words / WORDS_PER_SENTENCE)
+    return sentences * SENTENCE_S * slow
 
 
 def step_s_per_input(rdrop_alpha: float, trainable_layers: int, slow: float = 1.0) -> float:

@@ -94,6 +94,22 @@ def test_one_thread_slows_the_estimates_and_the_rules_follow():
     assert "1 torch thread" in one.reasons["minutes"] and "thread" not in two.reasons["minutes"]
 
 
+def test_the_index_estimate_counts_the_sentences_it_encodes():
+    """The sentence methods encode every sentence of corpora up to IndexConfig.sentence_max_docs:
+    the index estimate covers SciFact's measured index stage (325 s, 49,992 sentences) and drops
+    the sentences above the limit, where none are built."""
+    from nci.index import IndexConfig
+    from nci.recipe import fixed_costs, sentence_seconds
+
+    assert 325 <= fixed_costs(SCIFACT)["index"] <= 1.5 * 325
+    limit = IndexConfig.sentence_max_docs
+    at, above = (CorpusStats(documents=n, mean_words=120, train_queries=0) for n in (limit, limit + 1))
+    assert sentence_seconds(at) > 0 and sentence_seconds(above) == 0
+    assert sentence_seconds(at, slow=2.0) == pytest.approx(2 * sentence_seconds(at))
+    recipe = choose(SCIFACT, None)
+    assert recipe.minutes > recipe.train_minutes + sentence_seconds(SCIFACT) / 60
+
+
 def test_training_inputs_count_windows_the_words_allow():
     stats = CorpusStats(documents=10, mean_words=40, train_queries=100)
     # 95 training queries (5 held out); 64-word windows: only the first; 16-word: first + 10
