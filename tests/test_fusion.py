@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nci.retrieval import Hit, load_index
@@ -133,3 +134,27 @@ def test_fusion_variants_script_scores_fixed_rules_on_held_out_judgements(tiny_i
     fixed = json.loads(out.read_text())["figures"]
     assert not any("grid" in name or "fit" in name or "logistic" in name for name in fixed)
     assert fixed["fixed: zscore, dense 1, bm25 1"] == figures["fixed: zscore, dense 1, bm25 1"]
+
+
+def test_query_encoder_probe_scores_the_pooled_query_on_the_validation_queries(tiny_index, capsys):
+    """The untrained model's pooled query is the encoder's mean-pooled sentence vector, the very
+    vector the dense method searches with: the probe's figures are dense retrieval's."""
+    from script_module import load_script
+
+    from nci.data import load_qrels, split_queries
+
+    script = load_script("query_encoder_probe")
+    data = tiny_index.parent / "dev-data"
+    assert script.main(["--index", str(tiny_index), "--data", str(data)]) == 0
+    printed = capsys.readouterr().out.split()
+    success1, success10 = float(printed[-3]), float(printed[-1])
+    queries, qrels = split_queries(data, "dev"), load_qrels(data, "dev")
+    hits = load_index(tiny_index).retriever("dense").search(list(queries.values()), 10)
+    relevant = [qrels[q] for q in queries]
+    assert success1 == pytest.approx(
+        np.mean([h[0].doc_id in r for h, r in zip(hits, relevant, strict=True)]), abs=1e-3
+    )
+    assert success10 == pytest.approx(
+        np.mean([any(x.doc_id in r for x in h) for h, r in zip(hits, relevant, strict=True)]), abs=1e-3
+    )
+    assert script.main(["--index", str(tiny_index), "--data", str(tiny_index.parent / "nowhere")]) == 2
