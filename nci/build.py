@@ -174,6 +174,11 @@ def _train_runner(
     return run
 
 
+# Config fields added after artifacts of a stage were written, with the value such an artifact
+# ran as: a manifest that does not record one matches that value (and no other).
+ADDED_FIELDS: dict[str, dict[str, Any]] = {"train": {"contrastive_weight": 0.0}}
+
+
 def why_run(out: Path, step: Step) -> str | None:
     """Why ``step`` must run, or None when its manifest records the same config and inputs.
 
@@ -186,13 +191,11 @@ def why_run(out: Path, step: Step) -> str | None:
         manifest = read_manifest(directory, stage=step.stage)
     except ArtifactError as e:
         return str(e)
-    recorded = manifest.get("config") or {}
-    defaults = {f.name: f.default for f in dataclasses.fields(step.config)}
+    recorded = {**ADDED_FIELDS.get(step.stage, {}), **(manifest.get("config") or {})}
     for name, wanted in _plain(step.config).items():
-        # a field the manifest does not record is newer than the artifact: it ran as the default
-        got = recorded.get(name, defaults[name])
+        got = recorded.get(name)
         if wanted not in (None, "auto") and got != wanted:
-            return f"{name} {recorded.get(name)!r} -> {wanted!r}"
+            return f"{name} {got!r} -> {wanted!r}"
     inputs = manifest.get("inputs") or {}
     if set(inputs) != set(step.inputs):
         return f"inputs {sorted(inputs)} -> {sorted(step.inputs)}"

@@ -204,8 +204,8 @@ def test_second_run_skips_every_stage(built, synthetic_data, tiny_encoder, capsy
 
 
 def test_a_manifest_older_than_a_config_field_counts_it_at_its_default(built, tmp_path):
-    """An artifact written before a field existed ran as that field's default: it matches the
-    default and no other value."""
+    """An artifact written before a field existed (``ADDED_FIELDS``) ran as that field's default:
+    it matches the default and no other value."""
     from nci.train.config import TrainConfig
 
     out = tmp_path / "out"
@@ -221,7 +221,7 @@ def test_a_manifest_older_than_a_config_field_counts_it_at_its_default(built, tm
     changed = B.Step(
         "model", "train", dataclasses.replace(config, contrastive_weight=1.0), inputs, lambda _: 0
     )
-    assert B.why_run(out, changed) == "contrastive_weight None -> 1.0"
+    assert B.why_run(out, changed) == "contrastive_weight 0.0 -> 1.0"
 
 
 def test_a_changed_choice_reruns_only_the_stages_from_there(built, synthetic_data, tiny_encoder, tmp_path):

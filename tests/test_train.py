@@ -473,6 +473,14 @@ def test_contrastive_loss_is_the_cross_entropy_of_each_query_over_the_documents(
     docs = torch.tensor([3, 5])
     # one real row: the padding row's document plays no part
     got = loss_module.contrastive_loss(query, docs_vectors, docs, n_real=1, scale=20.0)
+    # a data-parallel rank with padding only adds nothing (not NaN); one averaging over its share
+    # of the global batch (``examples``) gives the mean over the global batch's rows
+    assert float(loss_module.contrastive_loss(query, docs_vectors, docs, n_real=0, examples=1.0)) == 0.0
+    halves = [
+        loss_module.contrastive_loss(query[[r, r + 2]], docs_vectors, docs[[r]], 1, 1.0) for r in (0, 1)
+    ]
+    whole = loss_module.contrastive_loss(query, docs_vectors, docs, n_real=2)
+    torch.testing.assert_close(sum(halves) / 2, whole)
     logits = 20.0 * query @ docs_vectors.T
     want = F.cross_entropy(logits[[0, 2]], torch.tensor([3, 3]))
     torch.testing.assert_close(got, want)
@@ -524,10 +532,8 @@ def test_contrastive_term_pulls_the_pooled_query_toward_its_document(inputs, tmp
     assert main(tiny_args(inputs, tmp_path / "plain", *common)) == 0
     assert main(tiny_args(inputs, tmp_path / "contrast", *common, "--contrastive-weight", "1")) == 0
     assert loss(tmp_path / "contrast") < 0.8 * loss(tmp_path / "plain")
+    # refused with a frozen encoder (the CPU default), before --overwrite removes the run there
     with pytest.raises(SystemExit) as e:
-        main(
-            tiny_args(
-                inputs, tmp_path / "frozen", "--contrastive-weight", "1", "--encoder-trainable-layers", "0"
-            )
-        )
+        main(tiny_args(inputs, tmp_path / "plain", "--contrastive-weight", "1", "--overwrite"))
     assert e.value.code == 2
+    assert (tmp_path / "plain" / "model.safetensors").is_file()

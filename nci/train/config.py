@@ -30,7 +30,8 @@ class TrainConfig:
     rdrop_alpha: float = 0.15
     label_smoothing: float = 0.0
     # weight of a contrastive term: the pooled query against every document's embedding (its
-    # leaf centroid), temperature 1 / contrastive_scale; 0 = off. Needs trainable encoder layers.
+    # own trie node's centroid), scaled by 20 (temperature 0.05); 0 = off. Needs trainable
+    # encoder layers (see resolve_config).
     contrastive_weight: float = 0.0
     dropout: float = 0.1
     # None = 0 (frozen, cached states) on CPU, -1 (whole encoder) on CUDA
@@ -89,14 +90,19 @@ def parse_source_weights(text: str) -> dict[str, float]:
 
 
 def resolve_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
-    """Fill the device-dependent defaults, so the recorded config says what ran."""
+    """Fill the device-dependent defaults, so the recorded config says what ran; a contrastive
+    term with a frozen encoder (nothing it could train) is refused."""
     cuda = device.type == "cuda"
+    layers = cfg.encoder_trainable_layers if cfg.encoder_trainable_layers is not None else (-1 if cuda else 0)
+    if cfg.contrastive_weight > 0 and layers == 0:
+        raise ValueError(
+            "--contrastive-weight trains the pooled query, which a frozen encoder does not change; "
+            "give --encoder-trainable-layers 1 or more"
+        )
     return dataclasses.replace(
         cfg,
         batch_size=cfg.batch_size or (256 if cuda else 128),
-        encoder_trainable_layers=(
-            cfg.encoder_trainable_layers if cfg.encoder_trainable_layers is not None else (-1 if cuda else 0)
-        ),
+        encoder_trainable_layers=layers,
         precision=cfg.precision
         if cfg.precision != "auto"
         else ("bf16" if cuda or cpu_has_bf16() else "fp32"),

@@ -67,6 +67,8 @@ def train(
             }
         out = Path(out)
         device = pick_device(device_kind, dist)
+        if not resume:
+            resolve_config(cfg, device)  # refuse what the device makes contradictory before touching out
         cfg, state = settle_output(out, cfg, resume, overwrite, explicit, dist)
         barrier(dist)
         cfg = resolve_config(cfg, device)
@@ -176,7 +178,8 @@ def train_batches(
         while sched.batch < len(batches):
             batch = batches[sched.batch]
             rows, n_real = rank_part(batch, dist)
-            totals.sums += train_step(run, rows, n_real, labelled_positions(run, batch))
+            examples = len(batch) / dist.world if dist.on else None
+            totals.sums += train_step(run, rows, n_real, labelled_positions(run, batch), examples)
             totals.n_steps += 1
             totals.n_examples += n_real
             sched.batch += 1
@@ -211,10 +214,13 @@ def labelled_positions(run: Run, batch: np.ndarray) -> float | None:
     return float((choice_labels(tokens, run.model.config.k) != -100).sum()) / run.dist.world
 
 
-def train_step(run: Run, rows: np.ndarray, n_real: int, positions: float | None) -> list[float]:
+def train_step(
+    run: Run, rows: np.ndarray, n_real: int, positions: float | None, examples: float | None = None
+) -> list[float]:
     """One optimizer step on this rank's examples ``rows`` (the first ``n_real`` real, the rest
     padding the loss ignores), its loss averaged over ``positions`` labelled positions (default:
-    its own); returns ``[loss, ce, kl]``."""
+    its own) and its contrastive term over ``examples`` examples (default: its own ``n_real``);
+    returns ``[loss, ce, kl]``."""
     cfg, model, device = run.cfg, run.model, run.device
     docs = torch.from_numpy(run.data.example_doc[rows])
     feats = run.store.batch(run.data.example_text[rows], device)
@@ -231,7 +237,8 @@ def train_step(run: Run, rows: np.ndarray, n_real: int, positions: float | None)
     labels[n_real:] = -100  # padding rows
     loss, ce, kl = rdrop_loss(logits, labels, cfg.rdrop_alpha, cfg.label_smoothing, positions)
     if query is not None:
-        loss = loss + cfg.contrastive_weight * contrastive_loss(query, run.doc_vectors, docs, n_real)
+        term = contrastive_loss(query, run.doc_vectors, docs, n_real, examples)
+        loss = loss + cfg.contrastive_weight * term
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:

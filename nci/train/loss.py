@@ -51,13 +51,20 @@ def rdrop_loss(
 
 
 def contrastive_loss(
-    query: torch.Tensor, doc_vectors: torch.Tensor, docs: torch.Tensor, n_real: int, scale: float = 20.0
+    query: torch.Tensor,
+    doc_vectors: torch.Tensor,
+    docs: torch.Tensor,
+    n_real: int,
+    examples: float | None = None,
+    scale: float = 20.0,
 ) -> torch.Tensor:
     """Cross-entropy of each query's document among the documents, by ``scale`` times the cosine
     of the pooled query ``query`` [passes * B, d] and the unit document vectors ``doc_vectors``
     [n_docs, d]; ``docs`` [B] are the rows' documents, of which the first ``n_real`` are real (the
-    rest is padding). Above :data:`CONTRAST_MAX_DOCS` documents the candidates are the batch's
-    documents and a random sample."""
+    rest is padding). Averaged over the real rows, or over ``examples`` of them when given (a
+    data-parallel rank's share of its global batch, as ``positions`` in :func:`rdrop_loss`; a
+    rank with only padding then adds 0). Above :data:`CONTRAST_MAX_DOCS` documents the candidates
+    are the batch's documents and a random sample."""
     docs = docs.to(query.device)
     n_docs = doc_vectors.shape[0]
     if n_docs > CONTRAST_MAX_DOCS:
@@ -68,7 +75,8 @@ def contrastive_loss(
     labels = docs.clone()
     labels[n_real:] = -100
     logits = scale * query.float() @ doc_vectors.T
-    return F.cross_entropy(logits, labels.repeat(passes), ignore_index=-100)
+    total = F.cross_entropy(logits, labels.repeat(passes), ignore_index=-100, reduction="sum")
+    return total / (passes * max(examples if examples is not None else n_real, 1))
 
 
 class TrainingForward(nn.Module):

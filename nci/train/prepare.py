@@ -187,11 +187,6 @@ def contrast_vectors(
     None when the term is off."""
     if cfg.contrastive_weight <= 0:
         return None
-    if model.config.encoder_trainable_layers == 0:
-        raise ValueError(
-            "--contrastive-weight trains the pooled query, which a frozen encoder does not change; "
-            "give --encoder-trainable-layers 1 or more"
-        )
     centroids = np.asarray(sem.centroids)
     if centroids.shape[1] != model.config.d_model:
         raise ValueError(
