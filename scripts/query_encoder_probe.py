@@ -15,14 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nci.evaluate import MEASURES, evaluate, ranked_run
     from nci.fusion import validation_queries
     from nci.model import NCIModel, pooled_query
-    from nci.retrieval import load_index
+    from nci.retrieval import Searcher, load_index
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--index", type=Path, required=True, help="index directory (nci index build)")
@@ -38,19 +38,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.index}: no validation queries (no dev split, no held-out ones)", file=sys.stderr)
         return 2
     model = NCIModel.from_pretrained(args.index / "model").eval()
-    doc_ids = (args.index / "doc_ids.txt").read_text().splitlines()
-    embeddings = torch.from_numpy(np.load(args.index / "embeddings.npy"))
-    documents = torch.nn.functional.normalize(embeddings, dim=-1)
     qids = list(queries)
     vectors = []
     for start in range(0, len(qids), args.batch_size):
         batch = model.tokenize([queries[q] for q in qids[start : start + args.batch_size]])
         memory, mask = model.encode(batch["input_ids"], batch["attention_mask"])
         vectors.append(pooled_query(memory, mask))
-    top = (torch.cat(vectors) @ documents.T).topk(10, dim=1).indices.tolist()
-    hit1 = np.mean([doc_ids[row[0]] in qrels[q] for q, row in zip(qids, top, strict=True)])
-    hit10 = np.mean([any(doc_ids[j] in qrels[q] for j in row) for q, row in zip(qids, top, strict=True)])
-    print(f"{len(qids)} validation queries ({where}): pooled query success@1 {hit1:.3f} @10 {hit10:.3f}")
+    # the dense method's exact search over the document embeddings, with the model's query vectors
+    hits = Searcher(index).load("dense").search_vectors(torch.cat(vectors).numpy(), 10)
+    measures = {m: MEASURES[m] for m in ("success@1", "success@10")}
+    scores = evaluate(ranked_run(qids, hits), qrels, measures)
+    print(
+        f"{len(qids)} validation queries ({where}): pooled query success@1 {scores['success@1']:.3f} "
+        f"@10 {scores['success@10']:.3f}"
+    )
     return 0
 
 
