@@ -7,11 +7,17 @@ model learned from); else none, and the method gets the fixed rule :data:`UNFITT
 as not fitted. The test split is never read.
 
 The search is a grid: every combination (``rrf``, ``score``, ``zscore``) and the weights of NCI
-and dense from {0, 0.25, 0.5, 1, 2, 4} beside BM25's 1 (only ratios matter); the first best
-nDCG@10 wins. Where the index has the sentence methods (dense-sentences, bm25-sentences), their
-two weights are then searched on the same grid with the rest fixed, and NCI's and dense's again
-with theirs fixed (each step keeps the weights before it unless it finds a better score). Each
-part runs once on the validation queries; the grid only re-fuses their lists.
+and dense from {0, 0.25, 0.5, 1, 2, 4} beside the lexical anchor's 1 (only ratios matter); the first
+best nDCG@10 wins. Where the index has the optional parts, the sentence methods (dense-sentences,
+bm25-sentences) and the other lexical part, their weights are then searched on the same grid group
+by group with the rest fixed, then NCI's and dense's again, for :data:`ROUNDS` rounds (each step
+keeps the weights before it unless it finds a better score). The anchor is BM25; where the index
+has bm25-expanded the whole search runs again with it as the anchor (BM25 then one of the optional
+parts), and the better of the two fits wins (a tie keeps BM25): the two lexical parts rank much
+alike, so adding one to weights fitted around the other overweights lexical matching, and a step
+that varies one weight at a time does not find the fit around the other. Each part runs once on
+the validation queries; the grid only re-fuses their lists. Without validation queries no weight
+is fitted and bm25-expanded, measured only with fitted weights, is left out.
 """
 
 from __future__ import annotations
@@ -23,11 +29,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nci.retrieval.fusion import COMBINATIONS, FUSION, PARTS, SENTENCE_PARTS, FusionConfig, fuse
+from nci.retrieval.fusion import (
+    COMBINATIONS,
+    EXPANDED_PARTS,
+    FUSION,
+    OPTIONAL_PARTS,
+    PARTS,
+    SENTENCE_PARTS,
+    FusionConfig,
+    fuse,
+)
 
 log = logging.getLogger(__name__)
 
 GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+# rounds of the search over the optional parts' weights, then NCI's and dense's again
+ROUNDS = 2
 METRIC = "ndcg@10"
 # The rule for a corpus without validation queries, chosen on two corpora built as if they had no
 # queries (`nci build` at its defaults), scored on judged queries those builds never saw, by mean
@@ -50,13 +67,10 @@ def validation_queries(data: Path, index: Any) -> tuple[str, dict[str, str], dic
 
     if (Path(data) / "qrels" / "dev.tsv").is_file():
         return "the dev split", split_queries(data, "dev"), load_qrels(data, "dev")
-    train_config = index.path / "model" / "train_config.json"
-    if train_config.is_file() and (Path(data) / "qrels" / "train.tsv").is_file():
-        from nci.train.config import TrainConfig
-        from nci.train.data import validation_query_ids
+    from nci.train.data import read_train_config, validation_query_ids
 
-        fields = json.loads(train_config.read_text())
-        cfg = TrainConfig(**{k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__})
+    cfg = read_train_config(index.path / "model")
+    if cfg is not None and (Path(data) / "qrels" / "train.tsv").is_file():
         qids = validation_query_ids(data, index.semantic_ids().doc_ids, cfg)
         queries, qrels = split_queries(data, "train"), load_qrels(data, "train")
         return (
@@ -69,9 +83,9 @@ def validation_queries(data: Path, index: Any) -> tuple[str, dict[str, str], dic
 
 def fusion_parts(index: Any) -> tuple[str, ...]:
     """The parts a fusion over ``index`` combines: NCI, dense and BM25, and the sentence methods
-    where the index has them."""
+    and bm25-expanded where the index has them."""
     available = index.methods()
-    return PARTS + tuple(p for p in SENTENCE_PARTS if p in available and not available[p])
+    return PARTS + tuple(p for p in OPTIONAL_PARTS if p in available and not available[p])
 
 
 def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) -> dict[str, Any]:
@@ -153,21 +167,32 @@ def fit_grid(
         return evaluate(ranked_run(qids, fused), qrels, measure)[METRIC]
 
     single = {p: evaluate(ranked_run(qids, per_part[p]), qrels, measure)[METRIC] for p in parts}
-    best, best_score = None, -1.0
 
-    def search(combinations, names: tuple[str, ...], weights: dict[str, float]) -> None:
-        nonlocal best, best_score
+    def search(combinations, names: tuple[str, ...], weights: dict[str, float]) -> tuple[FusionConfig, float]:
+        """The first best config that varies ``names`` on the grid (the rest as ``weights``)."""
+        found, found_score = None, -1.0
         for combination, *values in itertools.product(combinations, *[GRID] * len(names)):
             chosen = {**weights, **dict(zip(names, values, strict=True))}
             config = FusionConfig(combination, chosen, depth, beam)
             value = score(config)
-            if value > best_score:
-                best, best_score = config, value
+            if value > found_score:
+                found, found_score = config, value
+        assert found is not None
+        return found, found_score
 
-    sentences = tuple(p for p in SENTENCE_PARTS if p in per_part)
-    search(combinations, ("nci", "dense"), {"bm25": 1.0, **dict.fromkeys(sentences, 0.0)})
+    best, best_score = None, -1.0
+    anchors = ("bm25", *(p for p in EXPANDED_PARTS if p in per_part))
+    for anchor in anchors:  # the lexical part at weight 1: BM25, or BM25 over expanded documents
+        groups = [g for g in (SENTENCE_PARTS,) if set(g) <= set(per_part)]
+        groups += [(p,) for p in anchors if p != anchor]
+        start = {anchor: 1.0, **{p: 0.0 for g in groups for p in g}}
+        current, current_score = search(combinations, ("nci", "dense"), start)
+        for _ in range(ROUNDS if groups else 0):
+            for group in (*groups, ("nci", "dense")):
+                config, value = search((current.combination,), group, current.weights)
+                if value > current_score:
+                    current, current_score = config, value
+        if current_score > best_score:  # ties keep the earlier anchor: plain BM25
+            best, best_score = current, current_score
     assert best is not None
-    if sentences:
-        search((best.combination,), sentences, best.weights)
-        search((best.combination,), ("nci", "dense"), best.weights)
     return best, best_score, single

@@ -139,6 +139,7 @@ def build_index(
             encoder_dir=query_encoder["path"],
             has_ids=ids is not None,
             has_model=model is not None,
+            data=data,
             encoder=lambda: QueryEncoder(
                 tmp / query_encoder["path"],
                 pooling=query_encoder["pooling"],

@@ -64,7 +64,7 @@ def test_index_with_a_model_offers_nci_and_shares_the_encoder(pipeline):
     methods = index.methods()
     assert methods.pop("fusion").startswith("not fitted")  # built without --fusion
     assert methods == dict.fromkeys(
-        ("nci", "dense", "pq", "bm25", "dense-sentences", "bm25-sentences", "nci+dense")
+        ("nci", "dense", "pq", "bm25", "dense-sentences", "bm25-sentences", "bm25-expanded", "nci+dense")
     )
     # the untrained model keeps the embedding encoder's weights, so the index stores it once
     assert index.manifest["query_encoder"]["path"] == "model/encoder"
@@ -201,7 +201,7 @@ def test_bench_runs_every_method_and_writes_the_three_files(pipeline, tmp_path):
     _check_outputs(
         out,
         {"nci", "nci-beam3", "dense", "pq", "bm25", "nci+dense", "fusion"}
-        | {"dense-sentences", "bm25-sentences"},
+        | {"dense-sentences", "bm25-sentences", "bm25-expanded"},
     )
     for key, r in report["methods"].items():
         assert METHOD_KEYS <= set(r), key

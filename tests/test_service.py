@@ -24,7 +24,17 @@ from service.app import create_app
 from service.batching import Batcher
 from service.config import Settings
 
-METHODS = ("nci", "dense", "pq", "bm25", "dense-sentences", "bm25-sentences", "nci+dense", "fusion")
+METHODS = (
+    "nci",
+    "dense",
+    "pq",
+    "bm25",
+    "dense-sentences",
+    "bm25-sentences",
+    "bm25-expanded",
+    "nci+dense",
+    "fusion",
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@
 - :mod:`~nci.retrieval.searcher`: every method over one live corpus (``Searcher``), used by
   ``nci search``, ``nci evaluate``, ``nci bench`` and the service;
 - one module per method: :mod:`~nci.retrieval.nci`, :mod:`~nci.retrieval.dense` (dense and pq),
-  :mod:`~nci.retrieval.bm25`, :mod:`~nci.retrieval.hybrid` (nci+dense);
+  :mod:`~nci.retrieval.bm25`, :mod:`~nci.retrieval.sentences`, :mod:`~nci.retrieval.expanded`,
+  :mod:`~nci.retrieval.hybrid` (nci+dense), :mod:`~nci.retrieval.fusion`;
 - :mod:`~nci.retrieval.corpus` and :mod:`~nci.retrieval.id_space`: the live documents and the
   semantic id space they share; :mod:`~nci.retrieval.hits`: the one hit type and the beam rule.
 """

@@ -1,7 +1,8 @@
 """``fusion``: NCI, dense and BM25 combined, with weights fitted on validation queries.
 
 The parts are NCI, dense and BM25, and, where the index has them, dense-sentences and
-bm25-sentences (each document by its best sentence: :mod:`nci.retrieval.sentences`). Each part
+bm25-sentences (each document by its best sentence: :mod:`nci.retrieval.sentences`) and
+bm25-expanded (documents expanded with their training queries: :mod:`nci.retrieval.expanded`). Each part
 ranks ``depth`` candidates (NCI: its beam); a document's fused score is
 
 - ``rrf``: sum over parts of ``weight / (60 + rank)`` (reciprocal rank fusion, Cormack et al. 2009);
@@ -28,7 +29,9 @@ from nci.retrieval.registry import BuildContext, LoadContext, Method, Option, re
 FUSION = "fusion.json"
 PARTS = ("nci", "dense", "bm25")  # the parts every fusion has
 SENTENCE_PARTS = ("dense-sentences", "bm25-sentences")  # parts where the index has them
-ALL_PARTS = PARTS + SENTENCE_PARTS
+EXPANDED_PARTS = ("bm25-expanded",)  # where the index has it (a corpus with training queries)
+OPTIONAL_PARTS = SENTENCE_PARTS + EXPANDED_PARTS
+ALL_PARTS = PARTS + OPTIONAL_PARTS
 RRF_K = 60
 COMBINATIONS = ("rrf", "score", "zscore")
 

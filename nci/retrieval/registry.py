@@ -99,6 +99,8 @@ class BuildContext:
     has_model: bool = False
     # The query encoder as a retriever uses it (``encode(texts, progress=...)``), loaded on call.
     encoder: Callable[[], Any] | None = None
+    # The prepared dataset the corpus came from (its training queries), when the builder has it.
+    data: Path | None = None
 
 
 @dataclass
@@ -159,10 +161,21 @@ BUILTIN_MODULES = (
     "nci.retrieval.dense",
     "nci.retrieval.bm25",
     "nci.retrieval.sentences",
+    "nci.retrieval.expanded",
     "nci.retrieval.hybrid",
     "nci.retrieval.fusion",
 )
-BUILTIN_ORDER = ("nci", "dense", "pq", "bm25", "dense-sentences", "bm25-sentences", "nci+dense", "fusion")
+BUILTIN_ORDER = (
+    "nci",
+    "dense",
+    "pq",
+    "bm25",
+    "dense-sentences",
+    "bm25-sentences",
+    "bm25-expanded",
+    "nci+dense",
+    "fusion",
+)
 
 
 def register(method: Method, replace: bool = False) -> Method:

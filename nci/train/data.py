@@ -117,6 +117,29 @@ def validation_query_ids(data: Path, doc_ids: list[str], cfg: TrainConfig) -> li
     return [q for q in qids if q in val_qids]
 
 
+def read_train_config(model_dir: Path) -> TrainConfig | None:
+    """The config a model directory was trained with (``train_config.json``), or None without one."""
+    path = Path(model_dir) / "train_config.json"
+    if not path.is_file():
+        return None
+    fields = json.loads(path.read_text())
+    return TrainConfig(**{k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__})
+
+
+def learned_queries(data: Path, doc_ids: list[str], cfg: TrainConfig | None) -> dict[str, list[str]]:
+    """Document id -> the texts of the training queries judged relevant to it that a model
+    trained with ``cfg`` learned from (its held-out validation share left out); every training
+    query when ``cfg`` is None. Documents without one are left out."""
+    queries, relevant = _relevant_documents(data, {d: i for i, d in enumerate(doc_ids)})
+    held_out = set(_validation_split(list(relevant), cfg)[0]) if cfg is not None else set()
+    out: dict[str, list[str]] = {}
+    for qid, docs in relevant.items():
+        if qid not in held_out:
+            for doc in docs:
+                out.setdefault(doc_ids[doc], []).append(queries[qid])
+    return out
+
+
 def load_training_data(data: Path, sem: Any, query_dirs: list[Path], cfg: TrainConfig) -> TrainingData:
     """The training queries of ``data`` (less a seeded validation share) and every pseudo-query
     of ``query_dirs``, each paired with its documents' semantic ids ``sem``."""

@@ -1,0 +1,150 @@
+"""bm25-expanded: BM25 over documents expanded with the training queries judged relevant to them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nci.retrieval import LiveDocument, Searcher, load_index
+
+NONCE = "zorblat quixel frumption"
+
+
+@pytest.fixture(scope="module")
+def expanded_index(tiny_encoder, tmp_path_factory):
+    """The synthetic corpus with one more training query, of words no document has, judged
+    relevant to the first document; embedded with the tiny BERT and indexed without a model."""
+    from nci.embed import EmbedConfig, embed_corpus
+    from nci.index import build_index
+    from nci.synthetic import make_corpus, write_beir
+
+    corpus = make_corpus()
+    first = next(iter(corpus.corpus))
+    corpus.queries["nonce"] = NONCE
+    corpus.qrels["train"]["nonce"] = {first: 1}
+    root = tmp_path_factory.mktemp("expanded")
+    data = write_beir(corpus, root / "data")
+    emb = embed_corpus(data, root / "emb", EmbedConfig(model=str(tiny_encoder), max_length=64))
+    return build_index(data, emb, root / "index"), first, corpus
+
+
+def _live(searcher: Searcher, doc_id: str, text: str) -> LiveDocument:
+    vector = np.zeros(searcher.corpus.dim, dtype=np.float32)
+    vector[0] = 1.0
+    return LiveDocument(doc_id, "", text, vector)
+
+
+def test_a_document_is_found_by_the_words_of_its_training_queries(expanded_index):
+    path, first, corpus = expanded_index
+    index = load_index(path)
+    assert index.methods()["bm25-expanded"] is None
+    entry = index.manifest["methods"]["bm25-expanded"]
+    train = corpus.qrels["train"]
+    assert entry["queries"] == len(train) and entry["queries_from"] == "every training query"
+    stored = {}
+    for line in (path / "bm25-expanded" / "queries.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        stored[row["doc_id"]] = row["queries"]
+    # every training query is stored with the document it names, and only those
+    wanted: dict[str, list[str]] = {}
+    for qid, docs in train.items():
+        for doc_id in docs:
+            wanted.setdefault(doc_id, []).append(corpus.queries[qid])
+    assert {d: sorted(q) for d, q in stored.items()} == {d: sorted(q) for d, q in wanted.items()}
+    searcher = Searcher(index)
+    assert searcher.search("bm25", [NONCE], 5)[0] == []  # no document has these words
+    hits = searcher.search("bm25-expanded", [NONCE], 5)[0]
+    assert [h.doc_id for h in hits] == [first] and hits[0].source == "bm25-expanded"
+
+
+def test_live_changes_drop_the_queries_of_a_replaced_or_deleted_document(expanded_index):
+    path, first, corpus = expanded_index
+    searcher = Searcher(load_index(path))
+    searcher.add([_live(searcher, "new", "a harbour ferry timetable")])
+    assert searcher.search("bm25-expanded", ["ferry timetable"], 1)[0][0].doc_id == "new"
+    assert searcher.search("bm25-expanded", [NONCE], 1)[0][0].doc_id == first
+    searcher.remove([first])
+    assert searcher.search("bm25-expanded", [NONCE], 5)[0] == []
+    searcher.add([_live(searcher, first, "a new text under the old id")])
+    assert searcher.search("bm25-expanded", [NONCE], 5)[0] == []  # asked about the old text
+    assert searcher.search("bm25-expanded", ["new text under the old id"], 1)[0][0].doc_id == first
+
+
+def test_the_queries_a_model_learned_from_leave_out_its_held_out_share(synthetic_data):
+    from nci.data import load_corpus, load_qrels, split_queries
+    from nci.train.config import TrainConfig
+    from nci.train.data import learned_queries, validation_query_ids
+
+    doc_ids = list(load_corpus(synthetic_data))
+    queries, qrels = split_queries(synthetic_data, "train"), load_qrels(synthetic_data, "train")
+    cfg = TrainConfig(val_fraction=0.3)
+    held_out = set(validation_query_ids(synthetic_data, doc_ids, cfg))
+    assert 0 < len(held_out) < len(queries)
+    learned = learned_queries(synthetic_data, doc_ids, cfg)
+    texts = {t for qs in learned.values() for t in qs}
+    assert texts == {queries[q] for q in queries if q not in held_out}
+    for doc_id, qs in learned.items():
+        assert all(doc_id in qrels[q] for q in queries if queries[q] in qs and q not in held_out)
+    everything = learned_queries(synthetic_data, doc_ids, None)
+    assert sum(map(len, everything.values())) == len(queries)
+
+
+def test_without_training_queries_the_method_is_unavailable(synthetic_data, synthetic_embeddings, tmp_path):
+    import shutil
+
+    from nci.index import build_index
+
+    data = shutil.copytree(synthetic_data, tmp_path / "data")
+    (data / "qrels" / "train.tsv").unlink()
+    out = build_index(data, synthetic_embeddings, tmp_path / "index")
+    assert "no training queries" in load_index(out).methods()["bm25-expanded"]
+    assert not (out / "bm25-expanded").exists()
+
+
+def test_the_fit_gives_a_weight_to_an_expanded_part_that_ranks_best():
+    from nci.fusion import fit_grid
+    from nci.retrieval.hits import Hit
+
+    qids = [f"q{i}" for i in range(8)]
+    qrels = {q: {f"d{i}": 1} for i, q in enumerate(qids)}
+    docs = [f"d{i}" for i in range(8)]
+
+    def ranking(part: str, i: int, right_at: int) -> list:
+        others = [d for d in docs if d != f"d{i}"]
+        order = others[:right_at] + [f"d{i}"] + others[right_at:]
+        return [Hit(d, float(len(order) - r), part) for r, d in enumerate(order)]
+
+    # every part ranks the relevant document third, bm25-expanded first
+    per_part = {
+        p: [ranking(p, i, 0 if p == "bm25-expanded" else 2) for i in range(8)]
+        for p in ("nci", "dense", "bm25", "bm25-expanded")
+    }
+    config, score, single = fit_grid(per_part, qids, qrels)
+    assert single["bm25-expanded"] == pytest.approx(1.0) and single["bm25"] == pytest.approx(0.5)
+    assert config.weights["bm25-expanded"] > 0 and score == pytest.approx(1.0)
+
+
+def test_an_expanded_part_that_adds_nothing_leaves_the_fit_as_without_it():
+    from nci.fusion import fit_grid
+    from nci.retrieval.hits import Hit
+
+    rng = np.random.default_rng(0)
+    qids = [f"q{i}" for i in range(12)]
+    qrels = {q: {f"d{i}": 1} for i, q in enumerate(qids)}
+    docs = [f"d{i}" for i in range(12)]
+
+    def random_ranking(part: str) -> list:
+        order = rng.permutation(docs)
+        return [Hit(str(d), float(len(order) - r), part) for r, d in enumerate(order)]
+
+    per_part = {p: [random_ranking(p) for _ in qids] for p in ("nci", "dense", "bm25")}
+    without, score_without, _ = fit_grid(per_part, qids, qrels)
+    per_part["bm25-expanded"] = [
+        [Hit(h.doc_id, h.score, "bm25-expanded") for h in hits] for hits in per_part["bm25"]
+    ]
+    with_it, score_with, _ = fit_grid(per_part, qids, qrels)
+    assert score_with == pytest.approx(score_without)
+    assert with_it.weights["bm25"] == 1.0 and with_it.weights["bm25-expanded"] == 0.0  # a tie keeps BM25
+    assert {p: w for p, w in with_it.weights.items() if p != "bm25-expanded"} == without.weights
