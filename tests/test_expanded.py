@@ -148,3 +148,45 @@ def test_an_expanded_part_that_adds_nothing_leaves_the_fit_as_without_it():
     assert score_with == pytest.approx(score_without)
     assert with_it.weights["bm25"] == 1.0 and with_it.weights["bm25-expanded"] == 0.0  # a tie keeps BM25
     assert {p: w for p, w in with_it.weights.items() if p != "bm25-expanded"} == without.weights
+
+
+def test_named_documents_script_splits_the_test_queries_and_scores_each_subset(
+    tiny_encoder, tmp_path, capsys
+):
+    from script_module import load_script
+
+    from nci.data import load_corpus, load_qrels, split_queries
+    from nci.evaluate import MEASURES, evaluate, ranked_run
+    from nci.synthetic import make_corpus, write_beir
+
+    corpus = make_corpus()
+    data = write_beir(corpus, tmp_path / "data")
+    # one test query about a document no training query names
+    train_docs = {d for rel in corpus.qrels["train"].values() for d in rel}
+    lonely = next(d for d in load_corpus(data) if d not in train_docs)
+    with open(data / "qrels" / "test.tsv", "a") as f:
+        f.write(f"{next(iter(corpus.queries))}\t{lonely}\t1\n")
+    script = load_script("named_documents")
+    named, other = script.split(data)
+    test = load_qrels(data, "test")
+    assert sorted(named + other) == sorted(test) and not set(named) & set(other)
+    assert all(any(d in train_docs for d in test[q]) for q in named)
+    assert other and all(not any(d in train_docs for d in test[q]) for q in other)
+
+    from nci.embed import EmbedConfig, embed_corpus
+    from nci.index import build_index
+
+    emb = embed_corpus(data, tmp_path / "emb", EmbedConfig(model=str(tiny_encoder), max_length=64))
+    index = build_index(data, emb, tmp_path / "index")
+    out = tmp_path / "figures.json"
+    assert (
+        script.main(["--data", str(data), "--index", str(index), "--methods", "bm25", "--json", str(out)])
+        == 0
+    )
+    figures = json.loads(out.read_text())
+    assert figures["queries"] == {"named": len(named), "not named": len(other)}
+    texts = split_queries(data, "test")
+    hits = Searcher(load_index(index)).search("bm25", [texts[q] for q in other], 10)
+    direct = evaluate(ranked_run(other, hits), {q: test[q] for q in other}, {"ndcg@10": MEASURES["ndcg@10"]})
+    assert figures["bm25"]["not named"]["ndcg@10"] == pytest.approx(direct["ndcg@10"])
+    assert "| bm25 |" in capsys.readouterr().out
