@@ -576,13 +576,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         extra_train = train_options(args.train_args)
         stats = corpus_stats(args.data)
-        recipe = choose(
-            stats,
-            args.minutes,
-            overrides,
-            threads=args.threads or os.cpu_count(),
-            compare=not args.no_compare,
-        )
+        recipe = choose(stats, args.minutes, overrides, threads=args.threads or os.cpu_count())
     except (ValueError, ArtifactError, FileNotFoundError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     import torch

@@ -94,15 +94,6 @@ def test_one_thread_slows_the_estimates_and_the_rules_follow():
     assert "1 torch thread" in one.reasons["minutes"] and "thread" not in two.reasons["minutes"]
 
 
-def test_without_the_comparison_its_time_goes_to_training():
-    """``nci build --no-compare`` skips the test comparison, so its estimate goes to training."""
-    compared, skipped = choose(SQUAD, 50), choose(SQUAD, 50, compare=False)
-    assert compared.estimates_s["compare"] > 0 and skipped.estimates_s["compare"] == 0
-    gained = skipped.train_minutes - compared.train_minutes
-    assert gained == pytest.approx(compared.estimates_s["compare"] / 60, abs=0.1)
-    assert choose(CRANFIELD, None, compare=False).minutes <= choose(CRANFIELD, None).minutes
-
-
 def test_the_index_estimate_counts_the_sentences_it_encodes():
     """The sentence methods encode every sentence of corpora up to IndexConfig.sentence_max_docs:
     the index estimate covers SciFact's measured index stage (325 s, 49,992 sentences) and drops
