@@ -107,6 +107,15 @@ def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) ->
             "why": "no validation queries (no dev split, no held-out training queries)",
         }
     else:
+        excluded = {}
+        if "bm25-expanded" in parts:
+            from nci.retrieval.expanded import overlap
+
+            why = overlap(index.path, queries)
+            if why:
+                log.warning("fusion leaves out bm25-expanded: %s", why)
+                excluded["bm25-expanded"] = why
+                parts = tuple(p for p in parts if p not in excluded)
         searcher = Searcher(index)
         qids, texts = list(queries), [queries[q] for q in queries]
         per_part = {
@@ -127,6 +136,8 @@ def fit_fusion(index_dir: Path, data: Path, beam: int = 10, depth: int = 100) ->
             "value": round(score, 4),
         }
         fitted["single"] = {p: round(table[p], 4) for p in parts}
+        if excluded:
+            fitted["excluded"] = excluded
         log.info(
             "fusion fitted on %d validation queries (%s): %s %s, %s %.4f",
             len(qids),
@@ -183,8 +194,8 @@ def fit_grid(
     best, best_score = None, -1.0
     anchors = ("bm25", *(p for p in EXPANDED_PARTS if p in per_part))
     for anchor in anchors:  # the lexical part at weight 1: BM25, or BM25 over expanded documents
-        groups = [g for g in (SENTENCE_PARTS,) if set(g) <= set(per_part)]
-        groups += [(p,) for p in anchors if p != anchor]
+        sentences = tuple(p for p in SENTENCE_PARTS if p in per_part)
+        groups = ([sentences] if sentences else []) + [(p,) for p in anchors if p != anchor]
         start = {anchor: 1.0, **{p: 0.0 for g in groups for p in g}}
         current, current_score = search(combinations, ("nci", "dense"), start)
         for _ in range(ROUNDS if groups else 0):

@@ -33,11 +33,12 @@ EMBED_S_PER_LONG_DOC = 0.045
 LONG_DOC_WORDS = 150
 # Ids: 100,000 vectors in 31.9 s with the trie (nci bench ids); SQuAD's in 0.3 s.
 IDS_S_PER_DOC = 0.0003
-# Index: 7 s (SQuAD), 8 s (SciFact, Cranfield) for dense, PQ and BM25; fitting fusion runs NCI at
-# beam 10 (34 queries/s one at a time), dense (78/s) and BM25 on each validation query.
+# Index: 7 s (SQuAD), 8 s (SciFact, Cranfield) for dense, PQ and BM25; fitting fusion runs every
+# part on each validation query and searches the grid twice where the index has bm25-expanded
+# (around BM25 and around it): SQuAD's 414 queries took 79 s of its 170-s index stage (6430e09).
 INDEX_S = 10.0
 INDEX_S_PER_DOC = 0.004
-FUSION_S_PER_QUERY = 0.05
+FUSION_S_PER_QUERY = 0.19
 # The sentence methods (for corpora up to IndexConfig.sentence_max_docs) encode every sentence
 # with the query encoder: SciFact's 49,992 in about 310 s (6.2 ms each; its index stage took 325 s
 # at a4c6073), SQuAD's 10,421 within a 92 s index stage. Sentences average 22 words (SciFact) to

@@ -4,14 +4,15 @@ Runs each part once on the validation queries that ``nci index build --fusion`` 
 split, else the training queries ``nci train`` held out: :func:`nci.fusion.validation_queries`),
 or on the queries judged in ``--qrels`` (for an index built as if its corpus had no queries, the
 judgements it never saw), then re-fuses their lists several ways. Each combination's weights are
-fitted as the index's fusion fits them (:func:`nci.fusion.fit_grid`: NCI and dense from
-{0, 0.25, 0.5, 1, 2, 4} beside BM25's 1, then the sentence methods' weights where the index has
-them; best nDCG@10), and so is the index's own choice over every combination; a logistic
-regression over per-candidate features (each part: listed, min-max score, 1 / rank) is fitted on
-relevance. A fit scored on the queries it was fitted on flatters it, so each is also scored by
-2-fold cross-validation (repeated three times with seeded splits): fitted on one half of the
-queries, measured on the other. Fixed rules, which fit nothing (the candidates for a corpus
-without validation queries, :data:`nci.fusion.UNFITTED`), are scored on all the queries.
+fitted as the index's fusion fits them (:func:`nci.fusion.fit_grid`: NCI and dense from {0, 0.25,
+0.5, 1, 2, 4} beside BM25's 1, then the optional parts' weights where the index has them, around
+BM25 and around bm25-expanded; best nDCG@10), and so is the index's own choice over every
+combination; a logistic regression over per-candidate features (each part: listed, min-max score,
+1 / rank) is fitted on relevance. A fit scored on the queries it was fitted on flatters it, so
+each is also scored by 2-fold cross-validation (repeated three times with seeded splits): fitted
+on one half of the queries, measured on the other. Fixed rules, which fit nothing (the candidates
+for a corpus without validation queries, :data:`nci.fusion.UNFITTED`), are scored on all the
+queries.
 
     python scripts/fusion_variants.py --index INDEX --data DATA [--qrels FILE] [--limit N] \
         [--nci-beam 10] [--json OUT] [--fixed-only]
@@ -166,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     texts = [queries[q] for q in qids]
     searcher = Searcher(index)
     parts = fusion_parts(index)
+    if "bm25-expanded" in parts:
+        from nci.retrieval.expanded import overlap
+
+        why = overlap(index.path, queries)
+        if why:  # as the index's own fit does
+            print(f"leaving out bm25-expanded: {why}", file=sys.stderr)
+            parts = tuple(p for p in parts if p != "bm25-expanded")
     per_part = {
         part: search_batched(
             searcher.retriever(part, **({"beam": args.nci_beam} if part == "nci" else {})),

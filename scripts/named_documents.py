@@ -22,13 +22,17 @@ import torch
 MEASURES = ("success@1", "success@10", "ndcg@10")
 
 
-def split(data: Path, split_name: str = "test") -> tuple[list[str], list[str]]:
-    """(test queries with a relevant document some training query names, the other test queries)."""
-    from nci.data import load_qrels
+def split(data: Path, index: Path, split_name: str = "test") -> tuple[list[str], list[str]]:
+    """(test queries with a relevant document some training query names, the other test queries).
+    The training queries are those the index's model learned from (its held-out share left out),
+    as bm25-expanded takes them; all of them when the index has no model training config."""
+    from nci.data import load_corpus, load_qrels
     from nci.evaluate import judged_queries
+    from nci.train.data import learned_queries, read_train_config
 
-    train, test = load_qrels(data, "train"), load_qrels(data, split_name)
-    named = {d for rel in train.values() for d, grade in rel.items() if grade > 0}
+    cfg = read_train_config(Path(index) / "model")
+    named = set(learned_queries(data, list(load_corpus(data)), cfg))
+    test = load_qrels(data, split_name)
     qids = judged_queries(test)
     first = [q for q in qids if any(d in named for d, grade in test[q].items() if grade > 0)]
     chosen = set(first)
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    named, other = split(args.data, args.split)
+    named, other = split(args.data, args.index, args.split)
     qrels, texts = load_qrels(args.data, args.split), split_queries(args.data, args.split)
     measures = {m: ALL_MEASURES[m] for m in MEASURES}
     searcher = Searcher(load_index(args.index))

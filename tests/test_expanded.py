@@ -42,7 +42,8 @@ def test_a_document_is_found_by_the_words_of_its_training_queries(expanded_index
     assert index.methods()["bm25-expanded"] is None
     entry = index.manifest["methods"]["bm25-expanded"]
     train = corpus.qrels["train"]
-    assert entry["queries"] == len(train) and entry["queries_from"] == "every training query"
+    assert entry["queries"] == entry["query_document_pairs"] == len(train)  # one document a query
+    assert entry["queries_from"].startswith("every training query")
     stored = {}
     for line in (path / "bm25-expanded" / "queries.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -72,23 +73,63 @@ def test_live_changes_drop_the_queries_of_a_replaced_or_deleted_document(expande
     assert searcher.search("bm25-expanded", ["new text under the old id"], 1)[0][0].doc_id == first
 
 
-def test_the_queries_a_model_learned_from_leave_out_its_held_out_share(synthetic_data):
-    from nci.data import load_corpus, load_qrels, split_queries
+def test_the_queries_a_model_learned_from_are_those_its_training_read(tiny_index, synthetic_data):
+    from nci.data import load_corpus, split_queries
+    from nci.semantic_ids import load_semantic_ids
     from nci.train.config import TrainConfig
-    from nci.train.data import learned_queries, validation_query_ids
+    from nci.train.data import learned_queries, load_training_data, validation_query_ids
 
     doc_ids = list(load_corpus(synthetic_data))
-    queries, qrels = split_queries(synthetic_data, "train"), load_qrels(synthetic_data, "train")
     cfg = TrainConfig(val_fraction=0.3)
-    held_out = set(validation_query_ids(synthetic_data, doc_ids, cfg))
-    assert 0 < len(held_out) < len(queries)
+    sem = load_semantic_ids(tiny_index.parent / "ids")
+    training = load_training_data(synthetic_data, sem, [], cfg)
+    query = training.sources.index("query")
+    read = {
+        (training.texts[t], sem.doc_ids[d])
+        for t, d, src in zip(
+            training.example_text, training.example_doc, training.example_source, strict=True
+        )
+        if src == query
+    }
     learned = learned_queries(synthetic_data, doc_ids, cfg)
-    texts = {t for qs in learned.values() for t in qs}
-    assert texts == {queries[q] for q in queries if q not in held_out}
-    for doc_id, qs in learned.items():
-        assert all(doc_id in qrels[q] for q in queries if queries[q] in qs and q not in held_out)
+    assert {(text, d) for d, qs in learned.items() for text in qs.values()} == read
+    held_out = set(validation_query_ids(synthetic_data, doc_ids, cfg))
+    assert held_out and not held_out & {q for qs in learned.values() for q in qs}
     everything = learned_queries(synthetic_data, doc_ids, None)
-    assert sum(map(len, everything.values())) == len(queries)
+    assert {q for qs in everything.values() for q in qs} == set(split_queries(synthetic_data, "train"))
+
+
+def test_with_a_model_the_fusion_fits_bm25_expanded_on_the_queries_it_left_out(
+    tiny_index, synthetic_data, synthetic_embeddings, tmp_path
+):
+    import shutil
+
+    from nci.index import build_index
+    from nci.retrieval.expanded import read_expansions
+
+    model = shutil.copytree(tiny_index.parent / "model", tmp_path / "model")
+    (model / "train_config.json").write_text(json.dumps({"val_fraction": 0.3, "seed": 0}))
+    out = build_index(
+        synthetic_data,
+        synthetic_embeddings,
+        tmp_path / "index",
+        ids=tiny_index.parent / "ids",
+        model=model,
+        fusion=synthetic_data,
+    )
+    info = json.loads((out / "fusion.json").read_text())
+    assert info["on"] == "the training queries nci train held out" and "excluded" not in info
+    assert "bm25-expanded" in info["single"] and "bm25-expanded" in info["weights"]
+    index = load_index(out)
+    assert index.manifest["methods"]["bm25-expanded"]["queries_from"].startswith(
+        "the training queries the model"
+    )
+    from nci.fusion import validation_queries
+
+    _, validation, _ = validation_queries(synthetic_data, index)
+    expanded = read_expansions(out)
+    assert not set(validation) & {q for row in expanded for q in row["query_ids"]}
+    assert not set(validation.values()) & {t for row in expanded for t in row["queries"]}
 
 
 def test_without_training_queries_the_method_is_unavailable(synthetic_data, synthetic_embeddings, tmp_path):
@@ -126,7 +167,9 @@ def test_the_fit_gives_a_weight_to_an_expanded_part_that_ranks_best():
     assert config.weights["bm25-expanded"] > 0 and score == pytest.approx(1.0)
 
 
-def test_an_expanded_part_that_adds_nothing_leaves_the_fit_as_without_it():
+def test_adding_an_expanded_part_never_lowers_the_fit():
+    """The search around BM25 starts where the fit without bm25-expanded goes and only keeps
+    improvements; the search around bm25-expanded can only add a better fit."""
     from nci.fusion import fit_grid
     from nci.retrieval.hits import Hit
 
@@ -139,15 +182,13 @@ def test_an_expanded_part_that_adds_nothing_leaves_the_fit_as_without_it():
         order = rng.permutation(docs)
         return [Hit(str(d), float(len(order) - r), part) for r, d in enumerate(order)]
 
-    per_part = {p: [random_ranking(p) for _ in qids] for p in ("nci", "dense", "bm25")}
-    without, score_without, _ = fit_grid(per_part, qids, qrels)
-    per_part["bm25-expanded"] = [
-        [Hit(h.doc_id, h.score, "bm25-expanded") for h in hits] for hits in per_part["bm25"]
-    ]
-    with_it, score_with, _ = fit_grid(per_part, qids, qrels)
-    assert score_with == pytest.approx(score_without)
-    assert with_it.weights["bm25"] == 1.0 and with_it.weights["bm25-expanded"] == 0.0  # a tie keeps BM25
-    assert {p: w for p, w in with_it.weights.items() if p != "bm25-expanded"} == without.weights
+    for _ in range(3):
+        per_part = {p: [random_ranking(p) for _ in qids] for p in ("nci", "dense", "bm25")}
+        without, score_without, _ = fit_grid(per_part, qids, qrels)
+        per_part["bm25-expanded"] = [random_ranking("bm25-expanded") for _ in qids]
+        with_it, score_with, _ = fit_grid(per_part, qids, qrels)
+        assert score_with >= score_without - 1e-12
+        assert set(with_it.weights) == {"nci", "dense", "bm25", "bm25-expanded"}
 
 
 def test_named_documents_script_splits_the_test_queries_and_scores_each_subset(
@@ -167,7 +208,7 @@ def test_named_documents_script_splits_the_test_queries_and_scores_each_subset(
     with open(data / "qrels" / "test.tsv", "a") as f:
         f.write(f"{next(iter(corpus.queries))}\t{lonely}\t1\n")
     script = load_script("named_documents")
-    named, other = script.split(data)
+    named, other = script.split(data, tmp_path / "no-index")  # no model: every training query
     test = load_qrels(data, "test")
     assert sorted(named + other) == sorted(test) and not set(named) & set(other)
     assert all(any(d in train_docs for d in test[q]) for q in named)

@@ -98,7 +98,8 @@ class BM25Retriever:
         model.index(tokens, show_progress=False)
         self.model, self.doc_ids = model, doc_ids
         self.dirty = False
-        log.info("BM25 rebuilt over %d live documents in %.2f s", len(doc_ids), time.perf_counter() - start)
+        took = time.perf_counter() - start
+        log.info("%s rebuilt over %d live documents in %.2f s", self.name, len(doc_ids), took)
 
 
 def build_bm25(

@@ -4,14 +4,18 @@ Document expansion with real queries: a question about a passage shares words wi
 questions asked about it (names, the passage's own terms in the askers' phrasing) that the passage
 may state differently. The queries are the ones the index's NCI model learned from (the training
 split less the share ``nci train`` held out, so the fusion is fitted on queries neither method has
-seen), or every training query when the index has no model. A corpus without training queries has
+seen), or every training query when the index has no model (or a model without its training
+config). A corpus without training queries has
 no such method. Plain ``bm25`` stays the lexical baseline; this method is a part of ``fusion``,
 whose fit sets its weight.
 
 Files, under ``bm25-expanded/``: the bm25s index and ``queries.jsonl`` (one line per expanded
-document: ``{"doc_id": ..., "queries": [...]}``). Live changes rebuild BM25 over the live corpus as
-``bm25`` does; a document added live has no queries, and one added or deleted under an id that had
-them loses them (they were asked about the text it replaced).
+document: ``{"doc_id": ..., "query_ids": [...], "queries": [...]}``). The fusion fit leaves the
+method out when any of its validation queries expands a document (:func:`overlap`: a dev split
+that repeats training queries, or ``--fusion`` data other than the index's). Live changes
+rebuild BM25 over the live corpus as ``bm25`` does; a document added live has no queries, and one
+added or deleted under an id that had them loses them (they were asked about the text it
+replaced).
 """
 
 from __future__ import annotations
@@ -64,43 +68,79 @@ class ExpandedBM25:
 
 
 def _build(ctx: BuildContext) -> dict[str, Any]:
+    from nci.manifest import ArtifactError
     from nci.retrieval.bm25 import index_bm25
 
     if ctx.data is None:
         return {"unavailable": "built without the dataset, so without its training queries"}
     from nci.train.data import learned_queries, read_train_config
 
-    cfg = read_train_config(ctx.out / "model") if ctx.has_model else None
-    queries = learned_queries(ctx.data, ctx.doc_ids, cfg)
+    try:
+        cfg = read_train_config(ctx.out / "model") if ctx.has_model else None
+        queries = learned_queries(ctx.data, ctx.doc_ids, cfg)
+    except (ArtifactError, OSError, TypeError, ValueError) as e:
+        return {"unavailable": f"cannot read the training queries: {e}"}
     if not queries:
         return {"unavailable": "the dataset has no training queries to expand documents with"}
-    texts = [expanded_text(t, queries.get(d, ())) for d, t in zip(ctx.doc_ids, ctx.texts(), strict=True)]
+    texts = [
+        expanded_text(t, list(queries.get(d, {}).values()))
+        for d, t in zip(ctx.doc_ids, ctx.texts(), strict=True)
+    ]
     (ctx.out / DIRECTORY).mkdir()
     with open(ctx.out / QUERIES, "w") as f:
         for doc_id in ctx.doc_ids:
             if doc_id in queries:
-                f.write(json.dumps({"doc_id": doc_id, "queries": queries[doc_id]}) + "\n")
-    n = sum(len(q) for q in queries.values())
-    log.info("%s: %d documents expanded with %d training queries", NAME, len(queries), n)
+                row = {
+                    "doc_id": doc_id,
+                    "query_ids": list(queries[doc_id]),
+                    "queries": list(queries[doc_id].values()),
+                }
+                f.write(json.dumps(row) + "\n")
+    distinct = len({q for qs in queries.values() for q in qs})
+    pairs = sum(len(qs) for qs in queries.values())
+    log.info("%s: %d documents expanded with %d training queries", NAME, len(queries), distinct)
     settings = index_bm25(texts, ctx.out / DIRECTORY, ctx.config)
     return {
         "files": [DIRECTORY],
         "expanded_documents": len(queries),
-        "queries": n,
-        "queries_from": "the training queries the model learned from" if cfg else "every training query",
+        "queries": distinct,
+        "query_document_pairs": pairs,
+        "queries_from": (
+            "the training queries the model learned from (its held-out share left out)"
+            if cfg
+            else "every training query (no model training config)"
+        ),
         **settings,
     }
+
+
+def read_expansions(index_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``queries.jsonl``: ``doc_id``, ``query_ids`` and ``queries``."""
+    with open(Path(index_dir) / QUERIES) as f:
+        return [json.loads(line) for line in f]
+
+
+def overlap(index_dir: Path, queries: dict[str, str]) -> str | None:
+    """Why ``queries`` (id -> text) cannot score bm25-expanded fairly (some of them, by id or by
+    text, expand its documents), or None."""
+    rows = read_expansions(index_dir)
+    ids = {q for row in rows for q in row.get("query_ids", ())}
+    texts = {t for row in rows for t in row["queries"]}
+    by_id = sum(q in ids for q in queries)
+    by_text = sum(t in texts for t in queries.values())
+    if by_id or by_text:
+        return (
+            f"{max(by_id, by_text)} of the {len(queries)} validation queries expand its documents "
+            f"({by_id} by id, {by_text} by text): its fit would score what it was built from"
+        )
+    return None
 
 
 def _load(ctx: LoadContext) -> ExpandedBM25:
     from nci.retrieval.bm25 import open_bm25
 
     index, corpus = ctx.index, ctx.corpus
-    queries: dict[str, list[str]] = {}
-    with open(Path(index.path) / QUERIES) as f:
-        for line in f:
-            row = json.loads(line)
-            queries[row["doc_id"]] = row["queries"]
+    queries = {row["doc_id"]: row["queries"] for row in read_expansions(index.path)}
 
     def live_texts() -> tuple[list[str], list[str]]:
         doc_ids = list(corpus.store)

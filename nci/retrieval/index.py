@@ -14,6 +14,8 @@ An index directory (written by ``nci index build``) holds everything a search ne
     bm25/              BM25 index (bm25s format)
     sentences/         dense-sentences and bm25-sentences: doc_ids.txt (the document of each
                        sentence), dense.faiss (sentence vectors), bm25/ (BM25 over sentences)
+    bm25-expanded/     BM25 over documents expanded with their training queries (bm25s format)
+                       and queries.jsonl (each expanded document's query ids and texts)
     ids/               semantic ids and the docid trie (nci ids build)
     model/             the NCI model (nci train)
     nci_heads/         the NCI decoder's output row per trie edge (weight.npy, bias.npy), computed

@@ -126,17 +126,17 @@ def read_train_config(model_dir: Path) -> TrainConfig | None:
     return TrainConfig(**{k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__})
 
 
-def learned_queries(data: Path, doc_ids: list[str], cfg: TrainConfig | None) -> dict[str, list[str]]:
-    """Document id -> the texts of the training queries judged relevant to it that a model
+def learned_queries(data: Path, doc_ids: list[str], cfg: TrainConfig | None) -> dict[str, dict[str, str]]:
+    """Document id -> {query id: text} of the training queries judged relevant to it that a model
     trained with ``cfg`` learned from (its held-out validation share left out); every training
     query when ``cfg`` is None. Documents without one are left out."""
     queries, relevant = _relevant_documents(data, {d: i for i, d in enumerate(doc_ids)})
     held_out = set(_validation_split(list(relevant), cfg)[0]) if cfg is not None else set()
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, str]] = {}
     for qid, docs in relevant.items():
         if qid not in held_out:
             for doc in docs:
-                out.setdefault(doc_ids[doc], []).append(queries[qid])
+                out.setdefault(doc_ids[doc], {})[qid] = queries[qid]
     return out
 
 
