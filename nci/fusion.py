@@ -193,8 +193,8 @@ def fit_grid(
 
     best, best_score = None, -1.0
     anchors = ("bm25", *(p for p in EXPANDED_PARTS if p in per_part))
+    sentences = tuple(p for p in SENTENCE_PARTS if p in per_part)
     for anchor in anchors:  # the lexical part at weight 1: BM25, or BM25 over expanded documents
-        sentences = tuple(p for p in SENTENCE_PARTS if p in per_part)
         groups = ([sentences] if sentences else []) + [(p,) for p in anchors if p != anchor]
         start = {anchor: 1.0, **{p: 0.0 for g in groups for p in g}}
         current, current_score = search(combinations, ("nci", "dense"), start)

@@ -5,9 +5,8 @@ questions asked about it (names, the passage's own terms in the askers' phrasing
 may state differently. The queries are the ones the index's NCI model learned from (the training
 split less the share ``nci train`` held out, so the fusion is fitted on queries neither method has
 seen), or every training query when the index has no model (or a model without its training
-config). A corpus without training queries has
-no such method. Plain ``bm25`` stays the lexical baseline; this method is a part of ``fusion``,
-whose fit sets its weight.
+config). A corpus without training queries has no such method. Plain ``bm25`` stays the lexical
+baseline; this method is a part of ``fusion``, whose fit sets its weight.
 
 Files, under ``bm25-expanded/``: the bm25s index and ``queries.jsonl`` (one line per expanded
 document: ``{"doc_id": ..., "query_ids": [...], "queries": [...]}``). The fusion fit leaves the
