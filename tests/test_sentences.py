@@ -78,18 +78,28 @@ def test_sentence_methods_are_not_built_past_the_size_limit(synthetic_data, synt
     assert not (out / "sentences").exists()
 
 
-def test_fusion_counts_the_files_of_the_sentence_methods_it_weights(tiny_index, tmp_path):
+def test_fusion_counts_the_files_of_the_parts_it_weights(tiny_index, tmp_path):
+    """The files fusion loads, and so its size: those of the parts its fit weights, the parts it
+    needs (nci, dense, bm25) and the sentence methods alike; a part at weight 0, which it does not
+    load, is not counted."""
     import json
     import shutil
 
     copy = shutil.copytree(tiny_index, tmp_path / "index")
     manifest = json.loads((copy / "manifest.json").read_text())
-    for weight, counted in ((1.0, True), (0.0, False)):
-        manifest["methods"]["fusion"]["weights"]["dense-sentences"] = weight
+
+    def weigh(**weights):
+        for name, weight in weights.items():
+            manifest["methods"]["fusion"]["weights"][name.replace("_", "-")] = weight
         (copy / "manifest.json").write_text(json.dumps(manifest))
-        files = load_index(copy).method_files("fusion")
+        return set(load_index(copy).method_files("fusion"))
+
+    for weight, counted in ((1.0, True), (0.0, False)):
+        files = weigh(nci=1.0, dense=1.0, bm25=1.0, dense_sentences=weight)
         assert ("sentences/dense.faiss" in files) is counted
-        assert {"dense.faiss", "bm25", "fusion.json"} <= set(files)  # its parts' and its own
+        assert {"dense.faiss", "bm25", "fusion.json"} <= files  # its parts' and its own
+    files = weigh(bm25=0.0)
+    assert "bm25" not in files and "dense.faiss" in files
 
 
 def test_a_corpus_with_every_document_deleted_returns_nothing(plain_index):

@@ -537,3 +537,96 @@ def test_contrastive_term_pulls_the_pooled_query_toward_its_document(inputs, tmp
         main(tiny_args(inputs, tmp_path / "plain", "--contrastive-weight", "1", "--overwrite"))
     assert e.value.code == 2
     assert (tmp_path / "plain" / "model.safetensors").is_file()
+
+
+def test_teacher_targets_spread_a_share_over_the_teachers_documents_under_each_prefix():
+    """k=3, the row's document 0.1: at the first digit the teacher's documents 0.1, 0.2 (weights
+    0.5, 0.3) and 1.0 (0.2) share the spread; at the second only those under prefix 0; at END
+    only the document itself. A padding row gets no target, and one-hot targets give the loss of
+    the labels themselves (label smoothing included)."""
+    from nci.model import END, choice_labels
+    from nci.semantic_ids import digit_to_token
+    from nci.train.loss import teacher_targets
+
+    k = 3
+
+    def tokens(*ids):
+        return torch.tensor([[digit_to_token(t, d, k) for t, d in enumerate(i)] + [END] for i in ids])
+
+    labels = choice_labels(tokens((0, 1), (2, 2)), k)
+    labels[1] = -100  # padding row
+    teacher = choice_labels(torch.stack([tokens((0, 1), (0, 2), (1, 0))] * 2), k)  # [2, 3, 3]
+    weights = torch.tensor([[0.5, 0.3, 0.2]] * 2)
+    soft = teacher_targets(labels, teacher, weights, k, share=0.4)
+    torch.testing.assert_close(
+        soft[0, 0], 0.6 * torch.tensor([1.0, 0, 0, 0]) + 0.4 * torch.tensor([0.8, 0.2, 0, 0])
+    )
+    torch.testing.assert_close(
+        soft[0, 1], 0.6 * torch.tensor([0, 1.0, 0, 0]) + 0.4 * torch.tensor([0, 0.625, 0.375, 0])
+    )
+    torch.testing.assert_close(soft[0, 2], torch.tensor([0, 0, 0, 1.0]))
+    assert float(soft[1].abs().sum()) == 0.0
+    # a teacher with none of its documents under the row's prefix leaves the label alone
+    far = choice_labels(torch.stack([tokens((2, 0), (2, 1), (1, 0))] * 2), k)
+    lone = teacher_targets(labels, far, weights, k, share=0.4)
+    torch.testing.assert_close(lone[0, 1], torch.tensor([0, 1.0, 0, 0]))
+    # one-hot soft targets: the hard-label loss, with and without R-drop's two passes
+    logits = torch.randn(4, 3, k + 1)
+    hard = torch.nn.functional.one_hot(labels.clamp(min=0), k + 1).float() * (labels != -100)[..., None]
+    for alpha, rows in ((0.0, logits[:2]), (0.5, logits)):
+        want = rdrop_loss(rows, labels, alpha, label_smoothing=0.1)
+        got = rdrop_loss(rows, labels, alpha, label_smoothing=0.1, soft=hard)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+    # averaging over ``positions`` (a data-parallel rank's share: here the row's 3 labelled
+    # positions) gives the batch's own mean with soft targets too
+    torch.testing.assert_close(
+        rdrop_loss(logits[:2], labels, 0.0, positions=3.0, soft=soft)[0],
+        rdrop_loss(logits[:2], labels, 0.0, soft=soft)[0],
+    )
+
+
+def test_teacher_lists_are_dense_retrievals_top_documents_and_train(inputs, tmp_path):
+    """--teacher-weight: each input's teacher is the documents ranked by the cosine of its pooled
+    (untrained) encoder output against the documents' embeddings, weighted by a softmax; a run
+    with it trains and records it."""
+    import torch.nn.functional as F
+
+    from nci.features import cached_states
+    from nci.model import pooled_query
+    from nci.model_build import build_model
+    from nci.semantic_ids import load_semantic_ids
+    from nci.train.config import TrainConfig as Config
+    from nci.train.data import load_training_data
+    from nci.train.prepare import TEACHER_TEMPERATURE, TEACHER_TOP, teacher_lists
+
+    sem = load_semantic_ids(inputs["ids"])
+    cfg = Config(
+        encoder=str(inputs["encoder"]), d_model=32, n_heads=2, n_layers=1, d_ff=64, max_length=16,
+        encoder_trainable_layers=1, teacher_weight=0.5, precision="fp32",
+    )  # fmt: skip
+    data = load_training_data(inputs["data"], sem, [inputs["daq"]], cfg)
+    model = build_model(cfg, sem)
+    store = cached_states(model, data.texts, tmp_path / "cache", "fp", "cpu")
+    docs, w = teacher_lists(sem, data, model, store, cfg, torch.device("cpu"))
+    m = min(TEACHER_TOP, len(sem.doc_ids))
+    assert docs.shape == w.shape == (len(data.texts), m)
+    model.eval()
+    batch = model.tokenize(data.texts[:20])
+    with torch.no_grad():
+        memory, mask = model.encode(batch["input_ids"], batch["attention_mask"])
+    vectors = F.normalize(torch.from_numpy(np.array(sem.centroids)[data.nodes[:, -1]]).float(), dim=-1)
+    scores, want = (pooled_query(memory, mask) @ vectors.T).topk(m)
+    assert torch.equal(docs[:20], want)
+    torch.testing.assert_close(w[:20], torch.softmax(scores / TEACHER_TEMPERATURE, -1), atol=1e-4, rtol=1e-4)
+    # a run with it: trains, records the weight, and its loss is not the plain run's
+    out = tmp_path / "teach"
+    common = ["--epochs", "1", "--rdrop-alpha", "0"]
+    assert main(tiny_args(inputs, out, *common, "--teacher-weight", "0.5")) == 0
+    assert json.loads((out / "train_config.json").read_text())["teacher_weight"] == 0.5
+    assert main(tiny_args(inputs, tmp_path / "plain", *common)) == 0
+    first = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+    assert first[0]["ce"] != plain[0]["ce"]
+    with pytest.raises(ValueError, match="teacher_weight"):
+        Config(teacher_weight=1.5)

@@ -133,10 +133,13 @@ class Index:
         spec = get_method(method)
         entry = self.manifest.get("methods", {}).get(method, {})
         files = list(entry.get("files", []))
+        # a composed method with fitted weights loads only the parts it weights (fusion), its
+        # needs or others (its sentence methods); without weights, all its needs
+        weights = entry.get("weights")
         for part in spec.needs:
-            files += self.method_files(part)
-        # parts a composed method loads beside its needs when weighted (fusion's sentence methods)
-        for part, weight in (entry.get("weights") or {}).items():
+            if weights is None or weights.get(part):
+                files += self.method_files(part)
+        for part, weight in (weights or {}).items():
             if weight and part not in spec.needs:
                 files += self.method_files(part)
         files += spec.extra_files(opts)

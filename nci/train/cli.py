@@ -82,6 +82,13 @@ def _add_optimisation_arguments(o: Any) -> None:
         "(0 = off; needs trainable encoder layers)",
         type=float,
     )
+    _option(
+        o,
+        "--teacher-weight",
+        "share of each target moved to the documents dense retrieval ranks first for the input "
+        "(distillation; 0 = off)",
+        type=float,
+    )
     _option(o, "--source-weights", "per-source epoch weights; unnamed sources weigh 1")
     _switch(
         o,

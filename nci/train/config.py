@@ -33,6 +33,11 @@ class TrainConfig:
     # own trie node's centroid), scaled by 20 (temperature 0.05); 0 = off. Needs trainable
     # encoder layers (see resolve_config).
     contrastive_weight: float = 0.0
+    # share of each id token's target moved from the label to the documents dense retrieval
+    # (the input's frozen-encoder embedding against the documents') ranks first, in proportion
+    # to their softmax weights (temperature 0.05, top 10); 0 = off (distillation from dense
+    # retrieval, see nci.train.loss.teacher_targets)
+    teacher_weight: float = 0.0
     dropout: float = 0.1
     # None = 0 (frozen, cached states) on CPU, -1 (whole encoder) on CUDA
     encoder_trainable_layers: int | None = None
@@ -63,6 +68,8 @@ class TrainConfig:
             raise ValueError("rdrop_alpha must be >= 0; label_smoothing and dropout within [0, 1)")
         if self.contrastive_weight < 0:
             raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        if not 0 <= self.teacher_weight <= 1:
+            raise ValueError(f"teacher_weight must be within [0, 1], got {self.teacher_weight}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be within [0, 1), got {self.val_fraction}")
         parse_source_weights(self.source_weights)

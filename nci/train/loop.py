@@ -31,7 +31,7 @@ from nci.train.config import TrainConfig, amp_context, resolve_config
 from nci.train.data import epoch_batches, epoch_order
 from nci.train.ddp import StopFlag, all_max, all_sum, barrier, init_distributed, rank_part
 from nci.train.finish import write_model
-from nci.train.loss import contrastive_loss, rdrop_loss
+from nci.train.loss import contrastive_loss, rdrop_loss, teacher_targets
 from nci.train.prepare import Run, build_run, pick_device, settle_output
 from nci.train.validate import fmt, is_better, plot_curve, success_at, write_metrics
 
@@ -235,7 +235,15 @@ def train_step(
     logits, query = out if contrast else (out, None)
     labels = choice_labels(targets, model.config.k)
     labels[n_real:] = -100  # padding rows
-    loss, ce, kl = rdrop_loss(logits, labels, cfg.rdrop_alpha, cfg.label_smoothing, positions)
+    soft = None
+    if run.teacher is not None:
+        text = torch.from_numpy(run.data.example_text[rows])
+        teacher_docs, teacher_weights = run.teacher[0][text], run.teacher[1][text]
+        teacher_labels = choice_labels(run.targets[teacher_docs].to(device), model.config.k)
+        soft = teacher_targets(
+            labels, teacher_labels, teacher_weights.to(device), model.config.k, cfg.teacher_weight
+        )
+    loss, ce, kl = rdrop_loss(logits, labels, cfg.rdrop_alpha, cfg.label_smoothing, positions, soft)
     if query is not None:
         term = contrastive_loss(query, run.doc_vectors, docs, n_real, examples)
         loss = loss + cfg.contrastive_weight * term

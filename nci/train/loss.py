@@ -2,7 +2,9 @@
 ``alpha`` times the symmetric KL divergence between two forward passes of the same batch with
 different dropout (R-drop), and the module that runs both passes; optionally (``nci train
 --contrastive-weight``) a contrastive term between the pooled query and the documents' embeddings,
-measured on SQuAD and not part of any recipe (README: NCI levers on split seed 0)."""
+measured on SQuAD and not part of any recipe (README: NCI levers on split seed 0); optionally
+(``nci train --teacher-weight``) targets that move a share of each token's probability to the
+documents dense retrieval ranks first for the input (:func:`teacher_targets`)."""
 
 from __future__ import annotations
 
@@ -17,27 +19,60 @@ from nci.model import NCIModel, pooled_query
 CONTRAST_MAX_DOCS = 65_536
 
 
+def teacher_targets(
+    labels: torch.Tensor, teacher_labels: torch.Tensor, teacher_weights: torch.Tensor, k: int, share: float
+) -> torch.Tensor:
+    """Soft targets ``[B, T, k+1]``: at each labelled position, ``1 - share`` on the label and
+    ``share`` spread over the next tokens of the teacher's documents whose ids share the label's
+    prefix, in proportion to their weights (all on the label where none does). ``labels`` [B, T]
+    and ``teacher_labels`` [B, m, T] are compact labels (:func:`nci.model.choice_labels`) of each
+    row's document and of its teacher's m documents; ``teacher_weights`` [B, m] sum to 1 or less.
+    Rows of unlabelled positions (-100) are zero."""
+    B, T = labels.shape
+    valid = labels != -100
+    same = teacher_labels == labels[:, None, :]  # [B, m, T]
+    # a teacher document counts at position t when its id agrees with the label's before t
+    before = torch.cumprod(torch.cat([same.new_ones(B, same.shape[1], 1), same[..., :-1]], -1).int(), -1)
+    mass = teacher_weights[..., None] * before * (teacher_labels != -100)  # [B, m, T]
+    spread = torch.zeros(B, T, k + 1, device=labels.device)
+    spread.scatter_add_(2, teacher_labels.clamp(min=0).transpose(1, 2), mass.transpose(1, 2).float())
+    total = spread.sum(-1, keepdim=True)
+    hard = F.one_hot(labels.clamp(min=0), k + 1).float()
+    teach = torch.where(total > 0, spread / total.clamp(min=1e-12), hard)
+    return ((1 - share) * hard + share * teach) * valid[..., None]
+
+
 def rdrop_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
     alpha: float,
     label_smoothing: float = 0.0,
     positions: float | None = None,
+    soft: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, ce, kl)``. With ``alpha > 0``, ``logits`` hold two passes ``[2B, T, C]`` (first B
     rows, then the same B again) and ``labels`` is ``[B, T]``; kl is the symmetric KL between the
     passes, averaged over labelled positions: 0.5 * (KL(p1||p2) + KL(p2||p1)). Both terms average
     over the labelled positions of ``labels``, or over ``positions`` of them when given (a data-
-    parallel rank's share of its global batch's)."""
+    parallel rank's share of its global batch's). ``soft`` [B, T, C] (:func:`teacher_targets`)
+    replaces the one-hot targets of the cross-entropy; label smoothing applies to either."""
     logits = logits.float()
     passes = 2 if alpha > 0 else 1
-    ce = F.cross_entropy(
-        logits.flatten(0, 1),
-        labels.repeat(passes, 1).flatten(),
-        ignore_index=-100,
-        label_smoothing=label_smoothing,
-        reduction="mean" if positions is None else "sum",
-    )
+    if soft is None:
+        ce = F.cross_entropy(
+            logits.flatten(0, 1),
+            labels.repeat(passes, 1).flatten(),
+            ignore_index=-100,
+            label_smoothing=label_smoothing,
+            reduction="mean" if positions is None else "sum",
+        )
+    else:
+        valid = (labels != -100).repeat(passes, 1)
+        target = soft.repeat(passes, 1, 1)
+        target = (1 - label_smoothing) * target + label_smoothing / target.shape[-1]
+        ce = -(target * F.log_softmax(logits, -1)).sum(-1)[valid].sum()
+        if positions is None:
+            ce = ce / valid.sum().clamp(min=1)
     if positions is not None:
         ce = ce / (passes * positions)
     if alpha <= 0:

@@ -19,7 +19,7 @@ from torch import nn
 
 from nci.decoding import TrieTensors
 from nci.manifest import ArtifactError, fingerprint
-from nci.model import NCIModel
+from nci.model import NCIModel, pooled_query
 from nci.model_build import build_model, make_optimizer
 from nci.train.budget import Schedule
 from nci.train.checkpoint import load_tensors, optimizer_from_files, read_resume_state, restore_rng
@@ -69,6 +69,9 @@ class Run:
     n_trainable: int
     cache_seconds: float
     doc_vectors: torch.Tensor | None = None  # [n_docs, d] unit embeddings, for the contrastive term
+    # (documents [n_texts, m], weights [n_texts, m]): each input's dense top documents, for
+    # --teacher-weight
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     stopped: str = "epochs"
@@ -174,27 +177,74 @@ def build_run(
         n_trainable=n_trainable,
         cache_seconds=cache_seconds,
         doc_vectors=contrast_vectors(sem, tdata, model, cfg, device),
+        teacher=teacher_lists(sem, tdata, model, store, cfg, device),
     )
     if state is not None:
         restore(run, state)
     return run
 
 
-def contrast_vectors(
-    sem: Any, tdata: TrainingData, model: NCIModel, cfg: TrainConfig, device: torch.device
-) -> torch.Tensor | None:
-    """Each document's unit embedding (its own trie node's centroid), for ``--contrastive-weight``;
-    None when the term is off."""
-    if cfg.contrastive_weight <= 0:
-        return None
+# --teacher-weight: how many of dense retrieval's top documents teach each input, and the
+# temperature of the softmax over their cosines
+TEACHER_TOP = 10
+TEACHER_TEMPERATURE = 0.05
+
+
+def document_vectors(
+    sem: Any, tdata: TrainingData, model: NCIModel, device: torch.device, option: str
+) -> torch.Tensor:
+    """Each document's unit embedding (its own trie node's centroid) ``[n_docs, d]``, for the
+    training ``option`` that scores the pooled query against them."""
     centroids = np.asarray(sem.centroids)
     if centroids.shape[1] != model.config.d_model:
         raise ValueError(
-            f"--contrastive-weight: the ids' embeddings are {centroids.shape[1]}-d, the decoder "
-            f"{model.config.d_model}-d; the term needs them equal"
+            f"{option}: the ids' embeddings are {centroids.shape[1]}-d, the decoder "
+            f"{model.config.d_model}-d; the option needs them equal"
         )
     vectors = torch.from_numpy(np.array(centroids[tdata.nodes[:, -1]], dtype=np.float32))
     return F.normalize(vectors, dim=-1).to(device)
+
+
+def contrast_vectors(
+    sem: Any, tdata: TrainingData, model: NCIModel, cfg: TrainConfig, device: torch.device
+) -> torch.Tensor | None:
+    """The documents' unit embeddings for ``--contrastive-weight``; None when the term is off."""
+    if cfg.contrastive_weight <= 0:
+        return None
+    return document_vectors(sem, tdata, model, device, "--contrastive-weight")
+
+
+def teacher_lists(
+    sem: Any, tdata: TrainingData, model: NCIModel, store: Any, cfg: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For ``--teacher-weight``: each input text's top documents by dense retrieval and their
+    softmax weights, ``(documents [n_texts, m], weights [n_texts, m])`` on the CPU; None when off.
+
+    The query vector is the model's pooled encoder output before any training step (the frozen
+    encoder's sentence embedding, the one ``dense`` retrieval searches with), so a resumed run
+    gets the same lists."""
+    if cfg.teacher_weight <= 0:
+        return None
+    doc_vectors = document_vectors(sem, tdata, model, device, "--teacher-weight")
+    n_docs = doc_vectors.shape[0]
+    m = min(TEACHER_TOP, n_docs)
+    rows = max(16, min(1024, 50_000_000 // n_docs))  # keep the score block near 200 MB
+    t0, training = time.time(), model.training
+    docs, weights = [], []
+    model.eval()
+    with torch.no_grad(), amp_context(device, cfg.precision):
+        for start in range(0, len(tdata.texts), rows):
+            feats = store.batch(np.arange(start, min(start + rows, len(tdata.texts))), device)
+            if "states" in feats:
+                memory, mask = model.encode_top(feats["states"], feats["attention_mask"])
+            else:
+                memory, mask = model.encode(feats["input_ids"], feats["attention_mask"])
+            top = (pooled_query(memory.float(), mask) @ doc_vectors.T).topk(m, dim=-1)
+            docs.append(top.indices.cpu())
+            weights.append(torch.softmax(top.values.float() / TEACHER_TEMPERATURE, -1).cpu())
+    model.train(training)
+    log.info("teacher: dense top %d documents of %d inputs in %.1f s", m, len(tdata.texts), time.time() - t0)
+    return torch.cat(docs), torch.cat(weights)
 
 
 def _check_inputs(tdata: TrainingData, cfg: TrainConfig, state: dict[str, Any] | None) -> tuple[str, str]:
