@@ -68,8 +68,8 @@ class TrainConfig:
             raise ValueError("rdrop_alpha must be >= 0; label_smoothing and dropout within [0, 1)")
         if self.contrastive_weight < 0:
             raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
-        if not 0 <= self.teacher_weight <= 1:
-            raise ValueError(f"teacher_weight must be within [0, 1], got {self.teacher_weight}")
+        if not 0 <= self.teacher_weight < 1:
+            raise ValueError(f"teacher_weight must be within [0, 1), got {self.teacher_weight}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be within [0, 1), got {self.val_fraction}")
         parse_source_weights(self.source_weights)

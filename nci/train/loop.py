@@ -235,14 +235,7 @@ def train_step(
     logits, query = out if contrast else (out, None)
     labels = choice_labels(targets, model.config.k)
     labels[n_real:] = -100  # padding rows
-    soft = None
-    if run.teacher is not None:
-        text = torch.from_numpy(run.data.example_text[rows])
-        teacher_docs, teacher_weights = run.teacher[0][text], run.teacher[1][text]
-        teacher_labels = choice_labels(run.targets[teacher_docs].to(device), model.config.k)
-        soft = teacher_targets(
-            labels, teacher_labels, teacher_weights.to(device), model.config.k, cfg.teacher_weight
-        )
+    soft = step_teacher_targets(run, rows, labels)
     loss, ce, kl = rdrop_loss(logits, labels, cfg.rdrop_alpha, cfg.label_smoothing, positions, soft)
     if query is not None:
         term = contrastive_loss(query, run.doc_vectors, docs, n_real, examples)
@@ -253,6 +246,20 @@ def train_step(
         nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
     run.optimizer.step()
     return [loss.item(), ce.item(), kl.item()]
+
+
+def step_teacher_targets(run: Run, rows: np.ndarray, labels: torch.Tensor) -> torch.Tensor | None:
+    """The soft targets of examples ``rows`` (their labels ``labels``) under ``--teacher-weight``:
+    each example's teacher is its input text's list; None when the option is off."""
+    if run.teacher is None:
+        return None
+    k = run.model.config.k
+    text = torch.from_numpy(run.data.example_text[rows])
+    teacher_docs, teacher_weights = run.teacher[0][text].long(), run.teacher[1][text]
+    teacher_labels = choice_labels(run.targets[teacher_docs].to(labels.device), k)
+    return teacher_targets(
+        labels, teacher_labels, teacher_weights.to(labels.device), k, run.cfg.teacher_weight
+    )
 
 
 def validate_epoch(run: Run, totals: EpochTotals, train_seconds: float) -> float:

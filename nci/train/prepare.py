@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from nci.decoding import TrieTensors
 from nci.manifest import ArtifactError, fingerprint
@@ -218,33 +219,45 @@ def teacher_lists(
     sem: Any, tdata: TrainingData, model: NCIModel, store: Any, cfg: TrainConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """For ``--teacher-weight``: each input text's top documents by dense retrieval and their
-    softmax weights, ``(documents [n_texts, m], weights [n_texts, m])`` on the CPU; None when off.
+    softmax weights, ``(documents [n_texts, m] int32, weights [n_texts, m])`` on the CPU; None
+    when off.
 
-    The query vector is the model's pooled encoder output before any training step (the frozen
-    encoder's sentence embedding, the one ``dense`` retrieval searches with), so a resumed run
-    gets the same lists."""
+    The query vector is the model's mean-pooled encoder output before any training step: the
+    frozen encoder's sentence embedding (from the cached states, over the first ``max_length``
+    tokens), in the space of the documents' embeddings when the ids were built from this encoder's
+    embeddings; a resumed run gets the same lists. Every data-parallel rank computes all of them."""
     if cfg.teacher_weight <= 0:
         return None
+    if not isinstance(model.proj, nn.Identity):
+        raise ValueError(
+            f"--teacher-weight scores the encoder's own sentence embedding ({model.config.encoder_hidden}-d) "
+            f"against the documents'; the decoder is {model.config.d_model}-d: leave --d-model unset"
+        )
     doc_vectors = document_vectors(sem, tdata, model, device, "--teacher-weight")
-    n_docs = doc_vectors.shape[0]
+    n_texts, n_docs = len(tdata.texts), doc_vectors.shape[0]
     m = min(TEACHER_TOP, n_docs)
     rows = max(16, min(1024, 50_000_000 // n_docs))  # keep the score block near 200 MB
+    docs = torch.empty(n_texts, m, dtype=torch.int32)
+    weights = torch.empty(n_texts, m)
     t0, training = time.time(), model.training
-    docs, weights = [], []
     model.eval()
-    with torch.no_grad(), amp_context(device, cfg.precision):
-        for start in range(0, len(tdata.texts), rows):
-            feats = store.batch(np.arange(start, min(start + rows, len(tdata.texts))), device)
-            if "states" in feats:
-                memory, mask = model.encode_top(feats["states"], feats["attention_mask"])
-            else:
-                memory, mask = model.encode(feats["input_ids"], feats["attention_mask"])
+    starts = range(0, n_texts, rows)
+    for start in tqdm(starts, desc="teacher: dense top documents", unit="batch", mininterval=30.0):
+        end = min(start + rows, n_texts)
+        feats = store.batch(np.arange(start, end), device)
+        with torch.no_grad():
+            with amp_context(device, cfg.precision):
+                if "states" in feats:
+                    memory, mask = model.encode_top(feats["states"], feats["attention_mask"])
+                else:
+                    memory, mask = model.encode(feats["input_ids"], feats["attention_mask"])
+            # scored in fp32 (autocast would round the cosines to bf16 and tie the top documents)
             top = (pooled_query(memory.float(), mask) @ doc_vectors.T).topk(m, dim=-1)
-            docs.append(top.indices.cpu())
-            weights.append(torch.softmax(top.values.float() / TEACHER_TEMPERATURE, -1).cpu())
+        docs[start:end] = top.indices.cpu().to(torch.int32)
+        weights[start:end] = torch.softmax(top.values / TEACHER_TEMPERATURE, -1).cpu()
     model.train(training)
-    log.info("teacher: dense top %d documents of %d inputs in %.1f s", m, len(tdata.texts), time.time() - t0)
-    return torch.cat(docs), torch.cat(weights)
+    log.info("teacher: dense top %d documents of %d inputs in %.1f s", m, n_texts, time.time() - t0)
+    return docs, weights
 
 
 def _check_inputs(tdata: TrainingData, cfg: TrainConfig, state: dict[str, Any] | None) -> tuple[str, str]:
