@@ -47,6 +47,7 @@ RECIPE_TRAIN_FIELDS = {
     "label_smoothing",
     "rdrop_alpha",
     "encoder_trainable_layers",
+    "teacher_weight",
     "max_minutes",
 }
 
@@ -129,6 +130,7 @@ def plan(
         "label_smoothing": recipe.label_smoothing,
         "rdrop_alpha": recipe.rdrop_alpha,
         "encoder_trainable_layers": recipe.encoder_trainable_layers,
+        "teacher_weight": recipe.teacher_weight,
         "max_minutes": recipe.train_minutes,
     }
     train_cfg = TrainConfig(**given)
@@ -533,6 +535,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--rdrop-alpha", type=float, help="0 turns R-drop off")
     g.add_argument("--encoder-trainable-layers", type=int)
+    g.add_argument(
+        "--teacher-weight", type=float, help="distillation from dense retrieval (nci train --teacher-weight)"
+    )
     g.add_argument("--train-minutes", type=float, help="training budget (default: what the others leave)")
     p.add_argument(
         "train_args",

@@ -13,7 +13,7 @@ import pytest
 
 from nci import build as B
 from nci.manifest import read_manifest
-from nci.recipe import CHOICES, CorpusStats, choose, corpus_stats, training_inputs
+from nci.recipe import CHOICES, TEACHER_WEIGHT, CorpusStats, choose, corpus_stats, training_inputs
 
 # --- the rules -------------------------------------------------------------------------------------
 
@@ -22,6 +22,7 @@ SCIFACT = CorpusStats(documents=5183, mean_words=214, train_queries=809, other_q
 CRANFIELD = CorpusStats(documents=1400, mean_words=120, train_queries=0, other_queries=225)
 FEW_QUERIES = CorpusStats(documents=1400, mean_words=120, train_queries=40, other_queries=225)
 LONG_NO_QUERIES = CorpusStats(documents=1400, mean_words=177, train_queries=0, other_queries=225)
+LARGE_NO_QUERIES = CorpusStats(documents=50_000, mean_words=100, train_queries=0)
 
 # corpus, --minutes, overrides -> the choices expected (those not named are not checked)
 TABLE = [
@@ -37,7 +38,12 @@ TABLE = [
     ("scifact: long abstracts", SCIFACT, 40, {},
      {"windows": (64,), "sentences": False, "rdrop_alpha": 0.0, "encoder_trainable_layers": 0}),
     ("cranfield: no training queries", CRANFIELD, None, {},
-     {"minutes": 15, "windows": (64, 16), "rdrop_alpha": 0.15, "encoder_trainable_layers": 0}),
+     {"minutes": 15, "windows": (64, 16), "rdrop_alpha": 0.15, "encoder_trainable_layers": 0,
+      "teacher_weight": TEACHER_WEIGHT}),
+    ("training queries: no distillation", SQUAD, 50, {}, {"teacher_weight": 0.0}),
+    ("no training queries, too many input-document pairs for the teacher", LARGE_NO_QUERIES, None, {},
+     {"teacher_weight": 0.0}),
+    ("teacher override", SQUAD, None, {"teacher_weight": 0.3}, {"teacher_weight": 0.3}),
     ("under 100 training queries count as none", FEW_QUERIES, None, {}, {"rdrop_alpha": 0.15}),
     ("long documents, no training queries: short windows all the same", LONG_NO_QUERIES, None, {},
      {"minutes": 15, "windows": (64, 16)}),
@@ -134,6 +140,8 @@ def test_train_options_after_the_double_dash():
     assert B.train_options([]) == {}
     with pytest.raises(ValueError, match="--label-smoothing"):
         B.train_options(["--", "--label-smoothing", "0.2"])
+    with pytest.raises(ValueError, match="--teacher-weight"):
+        B.train_options(["--", "--teacher-weight", "0.5"])
 
 
 # --- whole builds -----------------------------------------------------------------------------------
