@@ -37,32 +37,33 @@ def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def step_log_probs(model: Any, child: np.ndarray, text: str, path: Sequence[int]) -> list[float]:
-    """Log-probability of each digit of ``path`` for query ``text``, renormalised over the digits
-    that exist under its prefix (``child`` [n_nodes, k], the trie): the terms the trie-constrained
-    beam search adds up (END, the only choice at a leaf, adds 0)."""
+def step_log_probs(model: Any, trie: Any, text: str, paths: Sequence[Sequence[int]]) -> list[list[float]]:
+    """For each id in ``paths``, the log-probability of each of its digits for query ``text`` (one
+    encoding, one teacher-forced pass), renormalised over the digits that exist under its prefix
+    in ``trie`` (``nci.trie.Trie``): the terms the trie-constrained beam search adds up (END, the
+    only choice at a leaf, adds 0)."""
     from nci.model import choice_labels
     from nci.semantic_ids import ids_to_tokens
     from nci.train.data import target_nodes
 
-    class _Trie:
-        pass
-
-    trie = _Trie()
-    trie.child = child
+    child = np.asarray(trie.child)
     k, n_positions = model.config.k, model.config.n_positions
     batch = model.tokenize([text])
     memory, mask = model.encode(batch["input_ids"], batch["attention_mask"])
-    tokens = torch.as_tensor(ids_to_tokens([path], k, n_positions - 1))
-    nodes = torch.as_tensor(target_nodes(trie, [path], n_positions))
+    n = len(paths)
+    tokens = torch.as_tensor(ids_to_tokens(paths, k, n_positions - 1))
+    nodes = torch.as_tensor(target_nodes(trie, paths, n_positions)) if model.config.centroid_prior else None
     with torch.inference_mode():
-        logits = model(memory, mask, tokens, nodes if model.config.centroid_prior else None)[0].float()
-    labels = choice_labels(tokens, k)[0]
-    out, node = [], 0
-    for t, digit in enumerate(path):
-        row = logits[t, :k].masked_fill(torch.as_tensor(child[node] < 0), float("-inf"))
-        out.append(float(torch.log_softmax(row, -1)[labels[t]]))
-        node = int(child[node, digit])
+        logits = model(memory.expand(n, -1, -1), mask.expand(n, -1), tokens, nodes).float()
+    labels = choice_labels(tokens, k)
+    out = []
+    for row, path in enumerate(paths):
+        steps, node = [], 0
+        for t, digit in enumerate(path):
+            scores = logits[row, t, :k].masked_fill(torch.as_tensor(child[node] < 0), float("-inf"))
+            steps.append(float(torch.log_softmax(scores, -1)[labels[row, t]]))
+            node = int(child[node, digit])
+        out.append(steps)
     return out
 
 
@@ -111,30 +112,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(qids)} {args.split} queries; ids up to {depth} digits\n")
     print("| method | top-1 errors | " + " | ".join(f"sharing {n} digits" for n in range(depth)) + " |")
     print("|---|---:|" + "---:|" * depth)
-    nci_errors = None
+    nci_errors, nci_counts = None, None
     for method in args.methods.split(","):
         opts = {"beam": 10} if method == "nci" else {}
         hits = search_batched(index.retriever(method, **opts), [queries[q] for q in qids], 10)
         errors = top_errors(hits, qids, qrels, ids)
         counts = collections.Counter(shared_prefix(top, rel) for _, top, rel in errors)
         print(f"| {method} | {len(errors)} | " + " | ".join(str(counts[n]) for n in range(depth)) + " |")
-        nci_errors = errors if method == "nci" else nci_errors
+        if method == "nci":
+            nci_errors, nci_counts = errors, counts
     if nci_errors:
         model = NCIModel.from_pretrained(args.index / "model").eval()
-        child = np.asarray(sem.trie.child)
         at_split = collections.Counter()
         for qid, top, rel in nci_errors:
             n = shared_prefix(top, rel)
-            wrong, right = (
-                step_log_probs(model, child, queries[qid], top),
-                step_log_probs(model, child, queries[qid], rel),
-            )
+            wrong, right = step_log_probs(model, sem.trie, queries[qid], [top, rel])
             at_split[n] += right[n] < wrong[n]
         print("\nNCI errors whose relevant id was behind at the first differing digit, by digits shared:")
-        by_depth = collections.Counter(shared_prefix(top, rel) for _, top, rel in nci_errors)
         for n in range(depth):
-            if by_depth[n]:
-                print(f"- {n}: {at_split[n]} of {by_depth[n]}")
+            if nci_counts[n]:
+                print(f"- {n}: {at_split[n]} of {nci_counts[n]}")
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from script_module import load_script
 
@@ -32,12 +31,11 @@ def test_step_log_probs_add_up_to_the_beam_search_score(script, tiny_index, synt
     sem = load_semantic_ids(tiny_index / "ids")
     ids = dict(zip(sem.doc_ids, (tuple(i) for i in sem.ids), strict=True))
     model = NCIModel.from_pretrained(tiny_index / "model").eval()
-    child = np.asarray(sem.trie.child)
     texts = list(split_queries(synthetic_data, "test").values())[:4]
     hits = search_batched(index.retriever("nci", beam=5), texts, 3)
     for text, ranked in zip(texts, hits, strict=True):
-        for hit in ranked:
-            steps = script.step_log_probs(model, child, text, ids[hit.doc_id])
+        paths = [ids[hit.doc_id] for hit in ranked]
+        for hit, steps in zip(ranked, script.step_log_probs(model, sem.trie, text, paths), strict=True):
             assert len(steps) == len(ids[hit.doc_id]) and all(s <= 0 for s in steps)
             assert sum(steps) == pytest.approx(hit.score, abs=0.05)
 
