@@ -178,7 +178,9 @@ def _train_runner(
 
 # Config fields added after artifacts of a stage were written, with the value such an artifact
 # ran as: a manifest that does not record one matches that value (and no other).
-ADDED_FIELDS: dict[str, dict[str, Any]] = {"train": {"contrastive_weight": 0.0, "teacher_weight": 0.0}}
+ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    "train": {"contrastive_weight": 0.0, "teacher_weight": 0.0, "teacher_lexical": 0.0}
+}
 
 
 def why_run(out: Path, step: Step) -> str | None:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nci.decoding import beam_search
-from nci.manifest import read_manifest, write_manifest
+from nci.manifest import ArtifactError, read_manifest, write_manifest
 from nci.train import (
     TrainConfig,
     TrainingData,
@@ -609,7 +609,7 @@ def test_teacher_lists_are_dense_retrievals_top_documents_and_train(inputs, tmp_
     data = load_training_data(inputs["data"], sem, [inputs["daq"]], cfg)
     model = build_model(cfg, sem)
     store = cached_states(model, data.texts, tmp_path / "cache", "fp", "cpu")
-    docs, w = teacher_lists(sem, data, model, store, cfg, torch.device("cpu"))
+    docs, w = teacher_lists(sem, data, model, store, cfg, torch.device("cpu"), inputs["data"])
     m = min(TEACHER_TOP, len(sem.doc_ids))
     assert docs.shape == w.shape == (len(data.texts), m)
     model.eval()
@@ -626,7 +626,7 @@ def test_teacher_lists_are_dense_retrievals_top_documents_and_train(inputs, tmp_
     # the encoder's sentence embedding is what the teacher scores: a projected decoder is refused
     narrow = build_model(dataclasses.replace(cfg, d_model=16, centroid_prior=False), sem)
     with pytest.raises(ValueError, match="--d-model"):
-        teacher_lists(sem, data, narrow, store, cfg, torch.device("cpu"))
+        teacher_lists(sem, data, narrow, store, cfg, torch.device("cpu"), inputs["data"])
     # each training example is taught by its own input text's list
     from types import SimpleNamespace
 
@@ -657,3 +657,79 @@ def test_teacher_lists_are_dense_retrievals_top_documents_and_train(inputs, tmp_
     assert first[0]["ce"] != plain[0]["ce"]
     with pytest.raises(ValueError, match="teacher_weight"):
         Config(teacher_weight=1.0)
+
+
+def test_fused_teacher_scores_are_the_zscore_fusion_of_dense_and_bm25():
+    """--teacher-lexical: each document's teacher score is dense retrieval's and BM25's zscore
+    fusion (as the fusion method computes it over each part's top list), in units of the dense
+    list's standard deviation; at 0 the teacher's weights are dense retrieval's, at 1 its ranking
+    is BM25's."""
+    from nci.retrieval.fusion import normalised
+    from nci.train.prepare import TEACHER_TEMPERATURE, fused_scores
+
+    gen = torch.Generator().manual_seed(0)
+    cosines = torch.rand(4, 40, generator=gen)
+    depth = 12
+    lex_docs = torch.stack([torch.randperm(40, generator=gen)[:depth] for _ in range(4)])
+    lex_scores = torch.rand(4, depth, generator=gen).sort(descending=True).values * 9
+    lex_scores[1, 5:] = 0  # BM25 found only five documents sharing a term
+    lex_scores[3] = 0  # nor any for the last input
+    dense_top = cosines.topk(depth)
+    spread = dense_top.values.std(-1, unbiased=False)
+    for row in range(4):
+        fused = fused_scores(cosines, lex_docs, lex_scores, 0.5, depth)[row]
+        want = torch.zeros(40, dtype=torch.float64)
+        dense_z = normalised(dense_top.values[row].tolist(), "zscore")
+        want[dense_top.indices[row]] += 0.5 * torch.tensor(dense_z, dtype=torch.float64)
+        found = lex_scores[row] > 0
+        if found.any():
+            lex_z = normalised(lex_scores[row][found].tolist(), "zscore")
+            want[lex_docs[row][found]] += 0.5 * torch.tensor(lex_z, dtype=torch.float64)
+        torch.testing.assert_close(fused.double(), want * spread[row].double(), atol=1e-5, rtol=1e-5)
+    # at 0, the softmax over the top documents is dense retrieval's own
+    plain = fused_scores(cosines, lex_docs, lex_scores, 0.0, depth).topk(10)
+    assert torch.equal(plain.indices, cosines.topk(10).indices)
+    torch.testing.assert_close(
+        torch.softmax(plain.values / TEACHER_TEMPERATURE, -1),
+        torch.softmax(cosines.topk(10).values / TEACHER_TEMPERATURE, -1),
+    )
+    # at 1, BM25's ranking (the documents it found, best first; its lowest scores 0, as in fusion)
+    lexical = fused_scores(cosines, lex_docs, lex_scores, 1.0, depth)
+    assert torch.equal(lexical[0].topk(depth - 1).indices, lex_docs[0, : depth - 1])
+    assert torch.equal(lexical[1].topk(4).indices, lex_docs[1, :4])
+    assert (lexical[1] > 0).sum() == 4
+    assert lexical[3].abs().sum() == 0
+
+
+def test_lexical_teacher_ranks_an_inputs_own_document_first(inputs, tmp_path):
+    """With --teacher-lexical 1 the teacher is BM25 over the data's documents (in the ids'
+    order): a document's own text is taught its document first; a document missing from the
+    data is refused."""
+    from nci.data import document_text, load_corpus
+    from nci.features import cached_states
+    from nci.model_build import build_model
+    from nci.semantic_ids import load_semantic_ids
+    from nci.train.config import TrainConfig as Config
+    from nci.train.data import load_training_data
+    from nci.train.prepare import teacher_lists
+
+    sem = load_semantic_ids(inputs["ids"])
+    cfg = Config(
+        encoder=str(inputs["encoder"]), d_model=32, n_heads=2, n_layers=1, d_ff=64, max_length=16,
+        encoder_trainable_layers=1, teacher_weight=0.5, teacher_lexical=1.0, precision="fp32",
+    )  # fmt: skip
+    data = load_training_data(inputs["data"], sem, [inputs["daq"]], cfg)
+    corpus = load_corpus(inputs["data"])
+    own = {document_text(corpus[d]): i for i, d in enumerate(sem.doc_ids)}
+    data.texts.extend(own)  # each document's whole text as one more input
+    model = build_model(cfg, sem)
+    store = cached_states(model, data.texts, tmp_path / "cache", "fp", "cpu")
+    docs, w = teacher_lists(sem, data, model, store, cfg, torch.device("cpu"), inputs["data"])
+    tail = docs[-len(own) :, 0].tolist()
+    assert tail == list(own.values())
+    assert torch.all(w[-len(own) :, 0] > w[-len(own) :, 1])
+    bad = dataclasses.replace(sem, doc_ids=[*sem.doc_ids[:-1], "no-such-document"])
+    with pytest.raises(ArtifactError, match="no-such-document"):
+        teacher_lists(bad, data, model, store, cfg, torch.device("cpu"), inputs["data"])
+    with pytest.raises(ValueError, match="teacher_lexical"):
+        Config(teacher_lexical=1.5)

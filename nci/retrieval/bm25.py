@@ -68,6 +68,17 @@ class BM25Retriever:
         labels = np.where(scores > 0, labels, -1)
         return hits_from_arrays(doc_ids, labels, scores, self.name)
 
+    def top(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``k`` best documents as positions in ``doc_ids`` and their scores
+        (``[len(queries), k]`` each; a score of 0 shares no term with the query)."""
+        import bm25s
+
+        tokens = bm25s.tokenize(
+            queries, stopwords=self.stopwords, stemmer=self.stemmer, return_ids=False, show_progress=False
+        )
+        labels, scores = self.model.retrieve(tokens, k=min(k, len(self.doc_ids)), show_progress=False)
+        return np.asarray(labels), np.asarray(scores)
+
     def refresh(self) -> None:
         """Rebuild now if the corpus changed (called off the request path after an update)."""
         with self._mutex:
@@ -113,16 +124,31 @@ def build_bm25(
     stopwords: str = "en",
 ) -> int:
     """Index ``texts`` with bm25s and save it to ``out``; returns the vocabulary size."""
-    import bm25s
-    import Stemmer
+    retriever = fit_bm25(texts, k1=k1, b=b, method=method, stemmer=stemmer, stopwords=stopwords)
+    retriever.model.save(str(out), show_progress=False)
+    return len(retriever.model.vocab_dict)
 
-    tokens = bm25s.tokenize(
-        texts, stopwords=stopwords, stemmer=Stemmer.Stemmer(stemmer) if stemmer else None, show_progress=False
+
+def fit_bm25(
+    texts: list[str],
+    *,
+    k1: float = 1.5,
+    b: float = 0.75,
+    method: str = "lucene",
+    stemmer: str | None = "english",
+    stopwords: str = "en",
+    name: str = BM25,
+) -> BM25Retriever:
+    """An in-memory BM25 retriever over ``texts`` (documents numbered by position)."""
+    import bm25s
+
+    retriever = BM25Retriever(
+        name, None, [str(i) for i in range(len(texts))], stopwords=stopwords, stemmer_language=stemmer
     )
-    model = bm25s.BM25(k1=k1, b=b, method=method)
-    model.index(tokens, show_progress=False)
-    model.save(str(out), show_progress=False)
-    return len(tokens.vocab)
+    tokens = bm25s.tokenize(texts, stopwords=stopwords, stemmer=retriever.stemmer, show_progress=False)
+    retriever.model = bm25s.BM25(k1=k1, b=b, method=method)
+    retriever.model.index(tokens, show_progress=False)
+    return retriever
 
 
 def index_bm25(texts: list[str], out: Path, cfg: Any) -> dict[str, Any]:

@@ -89,6 +89,12 @@ def _add_optimisation_arguments(o: Any) -> None:
         "(distillation; 0 = off)",
         type=float,
     )
+    _option(
+        o,
+        "--teacher-lexical",
+        "the teacher's share of BM25: 0 = dense retrieval alone, above 0 their fusion, 1 = BM25 alone",
+        type=float,
+    )
     _option(o, "--source-weights", "per-source epoch weights; unnamed sources weigh 1")
     _switch(
         o,

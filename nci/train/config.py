@@ -38,6 +38,9 @@ class TrainConfig:
     # to their softmax weights (temperature 0.05, top 10); 0 = off (distillation from dense
     # retrieval, see nci.train.loss.teacher_targets)
     teacher_weight: float = 0.0
+    # the teacher's lexical share: 0 = dense retrieval alone; above 0 its fusion with BM25 (each
+    # standardised over its top 100, weighted 1 - this and this); 1 = BM25 alone
+    teacher_lexical: float = 0.0
     dropout: float = 0.1
     # None = 0 (frozen, cached states) on CPU, -1 (whole encoder) on CUDA
     encoder_trainable_layers: int | None = None
@@ -70,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
         if not 0 <= self.teacher_weight < 1:
             raise ValueError(f"teacher_weight must be within [0, 1), got {self.teacher_weight}")
+        if not 0 <= self.teacher_lexical <= 1:
+            raise ValueError(f"teacher_lexical must be within [0, 1], got {self.teacher_lexical}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be within [0, 1), got {self.val_fraction}")
         parse_source_weights(self.source_weights)

@@ -178,17 +178,20 @@ def build_run(
         n_trainable=n_trainable,
         cache_seconds=cache_seconds,
         doc_vectors=contrast_vectors(sem, tdata, model, cfg, device),
-        teacher=teacher_lists(sem, tdata, model, store, cfg, device),
+        teacher=teacher_lists(sem, tdata, model, store, cfg, device, Path(data)),
     )
     if state is not None:
         restore(run, state)
     return run
 
 
-# --teacher-weight: how many of dense retrieval's top documents teach each input, and the
+# --teacher-weight: how many of the teacher's top documents teach each input, and the
 # temperature of the softmax over their cosines
 TEACHER_TOP = 10
 TEACHER_TEMPERATURE = 0.05
+# --teacher-lexical: the candidates each of dense retrieval and BM25 ranks, over which its scores
+# are standardised (as the zscore combination of the fusion method, at its default depth)
+TEACHER_DEPTH = 100
 
 
 def document_vectors(
@@ -216,17 +219,27 @@ def contrast_vectors(
 
 
 def teacher_lists(
-    sem: Any, tdata: TrainingData, model: NCIModel, store: Any, cfg: TrainConfig, device: torch.device
+    sem: Any,
+    tdata: TrainingData,
+    model: NCIModel,
+    store: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    data: Path,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """For ``--teacher-weight``: each input text's top documents by dense retrieval and their
+    """For ``--teacher-weight``: each input text's top documents by the teacher and their
     softmax weights, ``(documents [n_texts, m] int32, weights [n_texts, m])`` on the CPU; None
     when off.
 
-    The query vector is the model's mean-pooled encoder output before any training step: the
-    frozen encoder's sentence embedding (from the cached states, over the first ``max_length``
-    tokens), in the space of the documents' embeddings when the ids were built from this encoder's
-    embeddings; a resumed run gets the same lists. Every data-parallel rank computes all of them."""
+    The teacher is dense retrieval, or with ``--teacher-lexical L`` its fusion with BM25 over the
+    documents of ``data`` (:func:`fused_scores`). The query vector is the model's mean-pooled
+    encoder output before any training step: the frozen encoder's sentence embedding (from the
+    cached states, over the first ``max_length`` tokens), in the space of the documents'
+    embeddings when the ids were built from this encoder's embeddings; a resumed run gets the same
+    lists. Every data-parallel rank computes all of them."""
     if cfg.teacher_weight <= 0:
+        if cfg.teacher_lexical > 0:
+            log.warning("--teacher-lexical %g has no effect without --teacher-weight", cfg.teacher_lexical)
         return None
     if not isinstance(model.proj, nn.Identity):
         raise ValueError(
@@ -235,14 +248,16 @@ def teacher_lists(
         )
     doc_vectors = document_vectors(sem, tdata, model, device, "--teacher-weight")
     n_texts, n_docs = len(tdata.texts), doc_vectors.shape[0]
-    m = min(TEACHER_TOP, n_docs)
+    m, depth = min(TEACHER_TOP, n_docs), min(TEACHER_DEPTH, n_docs)
+    lexical = lexical_teacher(data, sem.doc_ids) if cfg.teacher_lexical > 0 else None
+    kind = f"dense+BM25 ({cfg.teacher_lexical:g} lexical)" if lexical is not None else "dense"
     rows = max(16, min(1024, 50_000_000 // n_docs))  # keep the score block near 200 MB
     docs = torch.empty(n_texts, m, dtype=torch.int32)
     weights = torch.empty(n_texts, m)
     t0, training = time.time(), model.training
     model.eval()
     starts = range(0, n_texts, rows)
-    for start in tqdm(starts, desc="teacher: dense top documents", unit="batch", mininterval=30.0):
+    for start in tqdm(starts, desc=f"teacher: {kind} top documents", unit="batch", mininterval=30.0):
         end = min(start + rows, n_texts)
         feats = store.batch(np.arange(start, end), device)
         with torch.no_grad():
@@ -252,12 +267,65 @@ def teacher_lists(
                 else:
                     memory, mask = model.encode(feats["input_ids"], feats["attention_mask"])
             # scored in fp32 (autocast would round the cosines to bf16 and tie the top documents)
-            top = (pooled_query(memory.float(), mask) @ doc_vectors.T).topk(m, dim=-1)
+            scores = pooled_query(memory.float(), mask) @ doc_vectors.T
+        if lexical is not None:
+            lex_docs, lex_scores = lexical.top(tdata.texts[start:end], depth)
+            scores = fused_scores(
+                scores,
+                torch.from_numpy(lex_docs).to(device),
+                torch.from_numpy(lex_scores).to(device),
+                cfg.teacher_lexical,
+                depth,
+            )
+        top = scores.topk(m, dim=-1)
         docs[start:end] = top.indices.cpu().to(torch.int32)
         weights[start:end] = torch.softmax(top.values / TEACHER_TEMPERATURE, -1).cpu()
     model.train(training)
-    log.info("teacher: dense top %d documents of %d inputs in %.1f s", m, n_texts, time.time() - t0)
+    log.info("teacher: %s top %d documents of %d inputs in %.1f s", kind, m, n_texts, time.time() - t0)
     return docs, weights
+
+
+def lexical_teacher(data: Path, doc_ids: list[str]) -> Any:
+    """BM25 (the index's default settings) over the documents of ``data``, numbered as ``doc_ids``."""
+    from nci.data import document_text, load_corpus
+    from nci.retrieval.bm25 import fit_bm25
+
+    corpus = load_corpus(data)
+    missing = [d for d in doc_ids if d not in corpus]
+    if missing:
+        raise ArtifactError(
+            f"--teacher-lexical: {len(missing)} documents of the ids are not in {data} (first: {missing[0]})"
+        )
+    return fit_bm25([document_text(corpus[d]) for d in doc_ids])
+
+
+def standardised(scores: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
+    """Scores ``[B, n]`` in standard deviations of each row's ``listed`` entries above their
+    lowest, 0 where not listed, 1 throughout a row whose listed scores are all equal (as the
+    fusion method's zscore combination, :func:`nci.retrieval.fusion.normalise`)."""
+    count = listed.sum(-1, keepdim=True).clamp(min=1)
+    mean = torch.where(listed, scores, 0).sum(-1, keepdim=True) / count
+    spread = (torch.where(listed, scores - mean, 0).square().sum(-1, keepdim=True) / count).sqrt()
+    low = torch.where(listed, scores, torch.inf).amin(-1, keepdim=True)
+    z = torch.where(spread > 0, (scores - low) / spread.clamp(min=1e-12), torch.ones_like(scores))
+    return torch.where(listed, z, 0)
+
+
+def fused_scores(
+    cosines: torch.Tensor, lex_docs: torch.Tensor, lex_scores: torch.Tensor, lexical: float, depth: int
+) -> torch.Tensor:
+    """The teacher's score of every document ``[B, n_docs]`` under ``--teacher-lexical``: dense
+    retrieval's and BM25's standardised scores over their top ``depth`` lists (BM25's
+    ``lex_docs``/``lex_scores`` [B, depth], only the scores above 0) weighted ``1 - lexical`` and
+    ``lexical``, in units of the dense list's standard deviation. The temperature then means what
+    it means for cosines: at ``lexical`` 0 the softmax over the top documents is dense
+    retrieval's."""
+    dense_top = cosines.topk(depth, dim=-1).values
+    listed = cosines >= dense_top[:, -1:]
+    dense_z = standardised(cosines, listed)
+    lex_z = torch.zeros_like(cosines).scatter_(1, lex_docs.long(), standardised(lex_scores, lex_scores > 0))
+    spread = dense_top.std(-1, unbiased=False, keepdim=True)
+    return ((1 - lexical) * dense_z + lexical * lex_z) * spread
 
 
 def _check_inputs(tdata: TrainingData, cfg: TrainConfig, state: dict[str, Any] | None) -> tuple[str, str]:
