@@ -583,7 +583,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         extra_train = train_options(args.train_args)
         stats = corpus_stats(args.data)
-        recipe = choose(stats, args.minutes, overrides, threads=args.threads or os.cpu_count())
+        threads = args.threads or os.cpu_count()
+        recipe = choose(stats, args.minutes, overrides, threads=threads, compare=not args.no_compare)
     except (ValueError, ArtifactError, FileNotFoundError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     import torch

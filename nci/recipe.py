@@ -174,8 +174,9 @@ def training_inputs(stats: CorpusStats, windows: tuple[int, ...], queries_per_do
     return stats.train_queries - validation_queries(stats.train_queries) + stats.documents * per_doc
 
 
-def fixed_costs(stats: CorpusStats, slow: float = 1.0) -> dict[str, float]:
-    """Estimated seconds of every stage but training (``slow``: :func:`slowdown`)."""
+def fixed_costs(stats: CorpusStats, slow: float = 1.0, compare: bool = True) -> dict[str, float]:
+    """Estimated seconds of every stage but training (``slow``: :func:`slowdown`; ``compare``:
+    whether the build ends with the test-split comparison)."""
     per_doc = EMBED_S_PER_LONG_DOC if stats.mean_words > LONG_DOC_WORDS else EMBED_S_PER_DOC
     fusion_queries = stats.dev_queries or validation_queries(stats.train_queries)
     return {
@@ -186,7 +187,7 @@ def fixed_costs(stats: CorpusStats, slow: float = 1.0) -> dict[str, float]:
         + stats.documents * INDEX_S_PER_DOC
         + fusion_queries * FUSION_S_PER_QUERY
         + sentence_seconds(stats, slow),
-        "compare": stats.other_queries * COMPARE_S_PER_QUERY,
+        "compare": stats.other_queries * COMPARE_S_PER_QUERY if compare else 0.0,
         "overhead": OVERHEAD_S,
     }
 
@@ -216,9 +217,11 @@ def epochs_that_fit(
     return max(0.0, train_minutes * 60 - inputs * CACHE_S_PER_INPUT * slow) / (inputs * step)
 
 
-def default_minutes(stats: CorpusStats, rdrop_alpha: float = 0.0, slow: float = 1.0) -> tuple[float, str]:
+def default_minutes(
+    stats: CorpusStats, rdrop_alpha: float = 0.0, slow: float = 1.0, compare: bool = True
+) -> tuple[float, str]:
     """The whole build's budget when --minutes is not given, and why."""
-    fixed = sum(fixed_costs(stats, slow).values())
+    fixed = sum(fixed_costs(stats, slow, compare).values())
     if stats.documents < SMALL_CORPUS and fixed <= 10 * 60:
         return SMALL_CORPUS_MINUTES, f"default for corpora under {SMALL_CORPUS:,} documents"
     # larger (or slow to embed): the other stages, caching and three epochs of 64-word windows
@@ -240,10 +243,12 @@ def choose(
     minutes: float | None = None,
     overrides: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    compare: bool = True,
 ) -> Recipe:
     """The recipe for ``stats`` within ``minutes`` (None: :func:`default_minutes`); a choice named
     in ``overrides`` (keys of :data:`CHOICES`) is taken as given, and later rules build on it.
-    ``threads`` (torch threads of the build; None: the time model's own) scales the estimates."""
+    ``threads`` (torch threads of the build; None: the time model's own) scales the estimates;
+    without ``compare`` (``nci build --no-compare``) no time is kept for the comparison."""
     slow = slowdown(threads)
     over = dict(overrides or {})
     unknown = set(over) - set(CHOICES)
@@ -281,12 +286,12 @@ def choose(
     )
     rdrop = _rdrop_rule(stats, pick)
     if minutes is None:
-        c["minutes"], why["minutes"] = default_minutes(stats, rdrop, slow)
+        c["minutes"], why["minutes"] = default_minutes(stats, rdrop, slow, compare)
     else:
         c["minutes"], why["minutes"] = float(minutes), "--minutes"
     if slow > 1:
         why["minutes"] += f"; stage estimates x{slow:g} for {threads} torch thread(s)"
-    fixed = fixed_costs(stats, slow)
+    fixed = fixed_costs(stats, slow, compare)
     train_minutes = pick(
         "train_minutes",
         round(c["minutes"] - sum(fixed.values()) / 60, 1),

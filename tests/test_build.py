@@ -89,6 +89,17 @@ def test_default_budget_grows_with_large_corpora_and_small_budgets_are_refused()
         choose(SQUAD, overrides={"beam": 5})
 
 
+def test_no_compare_keeps_no_time_for_the_comparison():
+    """nci build --no-compare: the comparison's estimate is 0, so a fixed budget trains longer
+    and a default one (small corpora aside, which get a fixed budget) shrinks by it."""
+    with_compare, without = choose(SQUAD, 50), choose(SQUAD, 50, compare=False)
+    assert with_compare.estimates_s["compare"] > 30 and without.estimates_s["compare"] == 0
+    gained = with_compare.estimates_s["compare"] / 60
+    assert without.train_minutes == pytest.approx(with_compare.train_minutes + gained, abs=0.11)
+    big = CorpusStats(documents=200_000, mean_words=120, train_queries=0, other_queries=20_000)
+    assert choose(big, compare=False).minutes < choose(big).minutes
+
+
 def test_one_thread_slows_the_estimates_and_the_rules_follow():
     """The time model was measured with 2 threads: with 1, embedding, caching and steps take
     twice as long, so the same 50 minutes hold fewer epochs and no trainable layers."""
