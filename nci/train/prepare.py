@@ -302,7 +302,7 @@ def lexical_teacher(data: Path, doc_ids: list[str]) -> Any:
 def standardised(scores: torch.Tensor, listed: torch.Tensor) -> torch.Tensor:
     """Scores ``[B, n]`` in standard deviations of each row's ``listed`` entries above their
     lowest, 0 where not listed, 1 throughout a row whose listed scores are all equal (as the
-    fusion method's zscore combination, :func:`nci.retrieval.fusion.normalise`)."""
+    fusion method's zscore combination, :func:`nci.retrieval.fusion.normalised`)."""
     count = listed.sum(-1, keepdim=True).clamp(min=1)
     mean = torch.where(listed, scores, 0).sum(-1, keepdim=True) / count
     spread = (torch.where(listed, scores - mean, 0).square().sum(-1, keepdim=True) / count).sqrt()
