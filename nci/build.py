@@ -520,7 +520,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--encoder", default=None, help="encoder to embed and train with (default packaged MiniLM)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    p.add_argument("--no-compare", action="store_true", help="skip the test-split comparison at the end")
+    p.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip the test-split comparison at the end, and keep no time for it in the budget "
+        "(so training gets that time: set --train-minutes to match a build without this flag)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the recipe and the stages that would run")
     g = p.add_argument_group("recipe overrides (default: chosen from the corpus, see nci/recipe.py)")
     g.add_argument("--k", type=int, help="clusters per level of the semantic ids")

@@ -665,7 +665,7 @@ def test_fused_teacher_scores_are_the_zscore_fusion_of_dense_and_bm25():
     list's standard deviation; at 0 the teacher's weights are dense retrieval's, at 1 its ranking
     is BM25's."""
     from nci.retrieval.fusion import normalised
-    from nci.train.prepare import TEACHER_TEMPERATURE, fused_scores
+    from nci.train.prepare import TEACHER_TEMPERATURE, fused_scores, teacher_weights
 
     gen = torch.Generator().manual_seed(0)
     cosines = torch.rand(4, 40, generator=gen)
@@ -681,11 +681,16 @@ def test_fused_teacher_scores_are_the_zscore_fusion_of_dense_and_bm25():
         want = torch.zeros(40, dtype=torch.float64)
         dense_z = normalised(dense_top.values[row].tolist(), "zscore")
         want[dense_top.indices[row]] += 0.5 * torch.tensor(dense_z, dtype=torch.float64)
+        listed = torch.zeros(40, dtype=torch.bool)
+        listed[dense_top.indices[row]] = True
         found = lex_scores[row] > 0
         if found.any():
             lex_z = normalised(lex_scores[row][found].tolist(), "zscore")
             want[lex_docs[row][found]] += 0.5 * torch.tensor(lex_z, dtype=torch.float64)
-        torch.testing.assert_close(fused.double(), want * spread[row].double(), atol=1e-5, rtol=1e-5)
+            listed[lex_docs[row][found]] = True
+        # what neither list holds is no candidate (-inf), as in the fusion method
+        want = torch.where(listed, want * spread[row].double(), -torch.inf)
+        torch.testing.assert_close(fused.double(), want, atol=1e-5, rtol=1e-5)
     # at 0, the softmax over the top documents is dense retrieval's own
     plain = fused_scores(cosines, lex_docs, lex_scores, 0.0, depth).topk(10)
     assert torch.equal(plain.indices, cosines.topk(10).indices)
@@ -695,10 +700,19 @@ def test_fused_teacher_scores_are_the_zscore_fusion_of_dense_and_bm25():
     )
     # at 1, BM25's ranking (the documents it found, best first; its lowest scores 0, as in fusion)
     lexical = fused_scores(cosines, lex_docs, lex_scores, 1.0, depth)
-    assert torch.equal(lexical[0].topk(depth - 1).indices, lex_docs[0, : depth - 1])
-    assert torch.equal(lexical[1].topk(4).indices, lex_docs[1, :4])
-    assert (lexical[1] > 0).sum() == 4
-    assert lexical[3].abs().sum() == 0
+    assert torch.equal(lexical[0].topk(depth).indices, lex_docs[0])
+    assert torch.equal(lexical[1].topk(5).indices, lex_docs[1, :5])
+    assert torch.isfinite(lexical[1]).sum() == 5 and torch.isinf(lexical[3]).all()
+    # the teacher's weights go to listed documents only: none past BM25's five, none for a row
+    # where it found nothing (whose targets then stay the labels)
+    weights = teacher_weights(lexical.topk(10).values)
+    assert torch.all(weights[1, 5:] == 0) and weights[1].sum() == pytest.approx(1.0)
+    assert torch.all(weights[3] == 0)
+    # ties at the dense list's cutoff list exactly `depth` documents, as dense retrieval returns
+    tied = cosines.clone()
+    tied[0, :] = 0.5
+    tied[0, :3] = torch.tensor([0.9, 0.8, 0.7])
+    assert torch.isfinite(fused_scores(tied, lex_docs, lex_scores * 0, 0.5, depth)[0]).sum() == depth
 
 
 def test_lexical_teacher_ranks_an_inputs_own_document_first(inputs, tmp_path):
@@ -722,12 +736,14 @@ def test_lexical_teacher_ranks_an_inputs_own_document_first(inputs, tmp_path):
     corpus = load_corpus(inputs["data"])
     own = {document_text(corpus[d]): i for i, d in enumerate(sem.doc_ids)}
     data.texts.extend(own)  # each document's whole text as one more input
+    data.texts.append("zzyzx qwxqj")  # and one sharing no term with any document
     model = build_model(cfg, sem)
     store = cached_states(model, data.texts, tmp_path / "cache", "fp", "cpu")
     docs, w = teacher_lists(sem, data, model, store, cfg, torch.device("cpu"), inputs["data"])
-    tail = docs[-len(own) :, 0].tolist()
+    tail = docs[-len(own) - 1 : -1, 0].tolist()
     assert tail == list(own.values())
-    assert torch.all(w[-len(own) :, 0] > w[-len(own) :, 1])
+    assert torch.all(w[-len(own) - 1 : -1, 0] > w[-len(own) - 1 : -1, 1])
+    assert torch.all(w[-1] == 0)  # BM25 alone found nothing: no teacher, the label stays
     bad = dataclasses.replace(sem, doc_ids=[*sem.doc_ids[:-1], "no-such-document"])
     with pytest.raises(ArtifactError, match="no-such-document"):
         teacher_lists(bad, data, model, store, cfg, torch.device("cpu"), inputs["data"])

@@ -279,7 +279,7 @@ def teacher_lists(
             )
         top = scores.topk(m, dim=-1)
         docs[start:end] = top.indices.cpu().to(torch.int32)
-        weights[start:end] = torch.softmax(top.values / TEACHER_TEMPERATURE, -1).cpu()
+        weights[start:end] = teacher_weights(top.values).cpu()
     model.train(training)
     log.info("teacher: %s top %d documents of %d inputs in %.1f s", kind, m, n_texts, time.time() - t0)
     return docs, weights
@@ -317,15 +317,32 @@ def fused_scores(
     """The teacher's score of every document ``[B, n_docs]`` under ``--teacher-lexical``: dense
     retrieval's and BM25's standardised scores over their top ``depth`` lists (BM25's
     ``lex_docs``/``lex_scores`` [B, depth], only the scores above 0) weighted ``1 - lexical`` and
-    ``lexical``, in units of the dense list's standard deviation. The temperature then means what
-    it means for cosines: at ``lexical`` 0 the softmax over the top documents is dense
-    retrieval's."""
-    dense_top = cosines.topk(depth, dim=-1).values
-    listed = cosines >= dense_top[:, -1:]
-    dense_z = standardised(cosines, listed)
-    lex_z = torch.zeros_like(cosines).scatter_(1, lex_docs.long(), standardised(lex_scores, lex_scores > 0))
-    spread = dense_top.std(-1, unbiased=False, keepdim=True)
-    return ((1 - lexical) * dense_z + lexical * lex_z) * spread
+    ``lexical``, in units of the dense list's standard deviation, and -inf for a document no
+    weighted list holds (as the fusion method ranks only what its parts return). The temperature
+    then means what it means for cosines: at ``lexical`` 0 the softmax over the top documents is
+    dense retrieval's."""
+    dense_top = cosines.topk(depth, dim=-1)
+    scores = torch.zeros_like(cosines)
+    listed = torch.zeros_like(cosines, dtype=torch.bool)
+    if lexical < 1:
+        every = torch.ones_like(dense_top.values, dtype=torch.bool)
+        scores.scatter_(1, dense_top.indices, (1 - lexical) * standardised(dense_top.values, every))
+        listed.scatter_(1, dense_top.indices, True)
+    found = lex_scores > 0
+    if lexical > 0:
+        lex_docs = lex_docs.long()
+        scores.scatter_add_(1, lex_docs, lexical * standardised(lex_scores, found))
+        listed |= torch.zeros_like(listed).scatter_(1, lex_docs, found)
+    spread = dense_top.values.std(-1, unbiased=False, keepdim=True)
+    return torch.where(listed, scores * spread, -torch.inf)
+
+
+def teacher_weights(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax weights of the teacher's top scores ``[B, m]`` (temperature
+    :data:`TEACHER_TEMPERATURE`); 0 for a score of -inf (a document no list held), so a row
+    whose lists were empty sums to 0 and its targets stay the labels."""
+    finite = torch.isfinite(scores)
+    return torch.softmax(scores.masked_fill(~finite, -1e30) / TEACHER_TEMPERATURE, -1) * finite
 
 
 def _check_inputs(tdata: TrainingData, cfg: TrainConfig, state: dict[str, Any] | None) -> tuple[str, str]:
