@@ -53,10 +53,22 @@ class BM25Retriever:
             self.stemmer = Stemmer.Stemmer(self.stemmer_language)
 
     def search(self, queries: list[str], k: int) -> list[Hits]:
-        import bm25s
-
         if not queries:
             return []
+        doc_ids, labels, scores = self._ranked(queries, k)
+        labels = np.where(scores > 0, labels, -1)
+        return hits_from_arrays(doc_ids, labels, scores, self.name)
+
+    def top(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``k`` best documents as positions in ``doc_ids`` and their scores
+        (``[len(queries), k]`` each; a score of 0 shares no term with the query)."""
+        _, labels, scores = self._ranked(queries, k)
+        return labels, scores
+
+    def _ranked(self, queries: list[str], k: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The document ids the model ranks, and each query's top ``k`` positions and scores."""
+        import bm25s
+
         with self._mutex:  # a rebuild swaps model and ids together
             if self.dirty:
                 self.rebuild()
@@ -65,19 +77,7 @@ class BM25Retriever:
             queries, stopwords=self.stopwords, stemmer=self.stemmer, return_ids=False, show_progress=False
         )
         labels, scores = model.retrieve(tokens, k=min(k, len(doc_ids)), show_progress=False)
-        labels = np.where(scores > 0, labels, -1)
-        return hits_from_arrays(doc_ids, labels, scores, self.name)
-
-    def top(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each query's ``k`` best documents as positions in ``doc_ids`` and their scores
-        (``[len(queries), k]`` each; a score of 0 shares no term with the query)."""
-        import bm25s
-
-        tokens = bm25s.tokenize(
-            queries, stopwords=self.stopwords, stemmer=self.stemmer, return_ids=False, show_progress=False
-        )
-        labels, scores = self.model.retrieve(tokens, k=min(k, len(self.doc_ids)), show_progress=False)
-        return np.asarray(labels), np.asarray(scores)
+        return doc_ids, np.asarray(labels), np.asarray(scores)
 
     def refresh(self) -> None:
         """Rebuild now if the corpus changed (called off the request path after an update)."""
@@ -110,7 +110,7 @@ class BM25Retriever:
         self.model, self.doc_ids = model, doc_ids
         self.dirty = False
         took = time.perf_counter() - start
-        log.info("%s rebuilt over %d live documents in %.2f s", self.name, len(doc_ids), took)
+        log.info("%s indexed %d documents in %.2f s", self.name, len(doc_ids), took)
 
 
 def build_bm25(
@@ -140,14 +140,17 @@ def fit_bm25(
     name: str = BM25,
 ) -> BM25Retriever:
     """An in-memory BM25 retriever over ``texts`` (documents numbered by position)."""
-    import bm25s
-
+    doc_ids = [str(i) for i in range(len(texts))]
     retriever = BM25Retriever(
-        name, None, [str(i) for i in range(len(texts))], stopwords=stopwords, stemmer_language=stemmer
+        name,
+        None,
+        doc_ids,
+        stopwords=stopwords,
+        stemmer_language=stemmer,
+        params={"k1": k1, "b": b, "variant": method},
+        live_texts=lambda: (doc_ids, texts),
     )
-    tokens = bm25s.tokenize(texts, stopwords=stopwords, stemmer=retriever.stemmer, show_progress=False)
-    retriever.model = bm25s.BM25(k1=k1, b=b, method=method)
-    retriever.model.index(tokens, show_progress=False)
+    retriever.rebuild()
     return retriever
 
 
